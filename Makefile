@@ -1,0 +1,52 @@
+# Lexia — run `make help` for the targets.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+EXTRAS ?= dev
+PY := $(VENV)/bin/python
+comma := ,
+STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
+
+.DEFAULT_GOAL := help
+.PHONY: help install start serve worker migrate create-key test test-real lint bench env
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
+	@touch $@
+
+install: $(STAMP) ## create .venv and install Lexia (EXTRAS=dev by default; EXTRAS=dev,gpu for real engines)
+
+env: ## write .env with a generated key pepper if there is none
+	@bin/ensure-env
+
+start: install env migrate ## serve the API on LEXIA_HOST:LEXIA_PORT together with the worker
+	@bin/start
+
+serve: install env ## serve the API only (no worker, no migrations)
+	@$(PY) -m lexia.serve
+
+worker: install env ## run the Dramatiq worker
+	@$(VENV)/bin/dramatiq lexia.worker.actors --processes 1 --threads 4
+
+migrate: install env ## create the database if missing and apply sql/ migrations
+	@bin/migrate
+
+create-key: install env ## create a key: make create-key NAME=me SCOPES='*' [TENANT=default]
+	@bin/lexia-key create --name "$(or $(NAME),default)" --scopes "$(or $(SCOPES),*)" --tenant "$(or $(TENANT),default)"
+
+test: install ## run the test suite (real PostgreSQL and Redis, fake engines)
+	@bin/test-services
+	$(PY) -m pytest -q
+
+lint: install ## ruff, mypy and the import contracts
+	$(VENV)/bin/ruff check lexia tests benchmarks
+	$(VENV)/bin/mypy lexia
+	$(VENV)/bin/lint-imports
+
+bench: install env migrate ## gateway benchmark (wrk): Lexia vs a bare Litestar app
+	$(PY) benchmarks/gateway.py

@@ -1,0 +1,1 @@
+"""Lexia: a self-hosted speech and LLM API on one GPU."""

@@ -1,0 +1,251 @@
+"""Engine Protocols and the value types they exchange (no HTTP, no wire types, no database)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+ModelKind = Literal["llm", "stt", "diarization"]
+ModelStatus = Literal["ready", "loading", "unavailable", "disabled"]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """A served model as listed by /v1/models."""
+
+    id: str
+    kind: ModelKind
+    created: int
+    aliases: tuple[str, ...] = ()
+    context_length: int | None = None
+    status: ModelStatus = "ready"
+
+
+# -- LLM ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """A fragment of a tool call: the first carries id and name, later ones argument text."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    """Log-probability of one generated token and its top alternatives."""
+
+    token: str
+    logprob: float
+    bytes: list[int] | None = None
+    top: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class LLMRequest:
+    """One generation request, already validated; messages are plain role/content dicts."""
+
+    request_id: str
+    model: str
+    messages: Sequence[dict[str, Any]] | None = None  # chat
+    prompt: str | None = None  # legacy completions
+    max_tokens: int | None = None
+    n: int = 1
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    min_p: float | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    repetition_penalty: float | None = None
+    min_tokens: int | None = None
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    logit_bias: dict[int, float] | None = None
+    logprobs: int | None = None  # number of top logprobs wanted, None = no logprobs
+    echo: bool = False
+    tools: Sequence[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    response_format: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LLMChunk:
+    """A streamed piece of one choice; token counts are cumulative for the whole request."""
+
+    index: int
+    text: str = ""
+    tool_calls: tuple[ToolCallDelta, ...] = ()
+    logprobs: tuple[TokenLogprob, ...] = ()
+    finish_reason: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@runtime_checkable
+class LLMEngine(Protocol):
+    """A text generator that takes messages and streams chunks."""
+
+    model_ids: Sequence[str]
+
+    def info(self) -> ModelInfo:
+        """The model this engine serves."""
+        ...
+
+    def stream(self, request: LLMRequest) -> AsyncIterator[LLMChunk]:
+        """Generate; cancelling the iteration aborts the request in the engine."""
+        ...
+
+    async def check(self) -> None:
+        """Raise EngineUnavailable if the engine cannot serve."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release the engine."""
+        ...
+
+
+# -- Speech -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Audio:
+    """Decoded audio: 16 kHz mono float32 samples."""
+
+    samples: npt.NDArray[np.float32]
+    sample_rate: int = 16_000
+
+    @property
+    def duration(self) -> float:
+        """Length in seconds."""
+        return float(len(self.samples)) / self.sample_rate
+
+
+@dataclass(frozen=True, slots=True)
+class STTOptions:
+    """Decoding options of one transcription."""
+
+    language: str | None = None  # None = detect
+    task: Literal["transcribe", "translate"] = "transcribe"
+    prompt: str | None = None
+    hotwords: tuple[str, ...] = ()
+    temperature: float = 0.0
+    word_timestamps: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Word:
+    """A recognised word with times in seconds."""
+
+    text: str
+    start: float
+    end: float
+    probability: float
+    interpolated: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """A decoded segment with times in seconds."""
+
+    id: int
+    start: float
+    end: float
+    text: str
+    words: tuple[Word, ...] = ()
+    tokens: tuple[int, ...] = ()
+    temperature: float = 0.0
+    avg_logprob: float = 0.0
+    compression_ratio: float = 0.0
+    no_speech_prob: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Transcript:
+    """The engine's result for one audio."""
+
+    language: str
+    language_probability: float
+    duration: float
+    segments: tuple[Segment, ...] = field(default_factory=tuple)
+
+    @property
+    def text(self) -> str:
+        """All segment texts joined, trimmed."""
+        return "".join(s.text for s in self.segments).strip()
+
+
+@runtime_checkable
+class STTEngine(Protocol):
+    """Speech to text with word timings."""
+
+    model_ids: Sequence[str]
+
+    def info(self) -> ModelInfo:
+        """The model this engine serves."""
+        ...
+
+    async def transcribe(
+        self,
+        audio: Audio,
+        options: STTOptions,
+        progress: Callable[[float], None] | None = None,
+    ) -> Transcript:
+        """Transcribe; progress is called with 0..1 as segments complete."""
+        ...
+
+    async def check(self) -> None:
+        """Raise EngineUnavailable if the engine cannot serve."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release the engine."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class DiarizeOptions:
+    """Speaker-count hints."""
+
+    num_speakers: int | None = None
+    min_speakers: int | None = None
+    max_speakers: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SpeakerTurn:
+    """One speaker's turn, times in seconds; `speaker` is the engine's own label."""
+
+    speaker: str
+    start: float
+    end: float
+
+
+@runtime_checkable
+class Diarizer(Protocol):
+    """Who spoke when."""
+
+    model_ids: Sequence[str]
+
+    def info(self) -> ModelInfo:
+        """The pipeline this engine serves."""
+        ...
+
+    async def diarize(self, audio: Audio, options: DiarizeOptions) -> list[SpeakerTurn]:
+        """Speaker turns sorted by start."""
+        ...
+
+    async def check(self) -> None:
+        """Raise EngineUnavailable if the engine cannot serve."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release the engine."""
+        ...

@@ -1,0 +1,1 @@
+"""Wire types: OpenAI mirrors (openai.py) and Lexia's own objects (lexia.py)."""

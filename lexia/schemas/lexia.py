@@ -1,0 +1,80 @@
+"""Lexia-native request bodies (unknown fields rejected) and response shaping."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import msgspec
+from msgspec import UNSET, Meta, UnsetType
+
+
+def iso(value: datetime | None) -> str | None:
+    """ISO 8601 UTC with millisecond precision and a Z suffix."""
+    if value is None:
+        return None
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+NonNegative = Annotated[int, Meta(ge=0, le=2_000_000_000)]
+
+
+class KeyLimits(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Per-key limits; null = server default, 0 = unlimited."""
+
+    requests_per_minute: NonNegative | None | UnsetType = UNSET
+    tokens_per_minute: NonNegative | None | UnsetType = UNSET
+    audio_seconds_per_hour: NonNegative | None | UnsetType = UNSET
+    max_concurrent_jobs: NonNegative | None | UnsetType = UNSET
+
+    def given(self) -> dict[str, int | None]:
+        """Only the fields the client sent."""
+        return {
+            k: v for k in self.__struct_fields__ if (v := getattr(self, k)) is not UNSET
+        }
+
+
+class KeyCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """POST /v1/admin/keys."""
+
+    name: Annotated[str, Meta(min_length=1, max_length=100)]
+    scopes: Annotated[list[str], Meta(min_length=1)]
+    limits: KeyLimits | None = None
+    expires_at: datetime | None = None
+
+
+class KeyPatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """PATCH /v1/admin/keys/{id}; absent fields are left unchanged."""
+
+    name: Annotated[str, Meta(min_length=1, max_length=100)] | UnsetType = UNSET
+    scopes: Annotated[list[str], Meta(min_length=1)] | UnsetType = UNSET
+    limits: KeyLimits | None | UnsetType = UNSET
+    expires_at: datetime | None | UnsetType = UNSET
+
+
+class TenantPatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """PATCH /v1/admin/tenant."""
+
+    audio_retention_hours: Annotated[int, Meta(ge=0, le=8760)] | None | UnsetType = UNSET
+    result_retention_days: Annotated[int, Meta(ge=0, le=3650)] | None | UnsetType = UNSET
+
+
+def key_object(key: Any, plaintext: str | None = None) -> dict[str, Any]:
+    """The api_key object of §8.2."""
+    body: dict[str, Any] = {
+        "id": key.id,
+        "object": "api_key",
+        "name": key.name,
+        "tenant": key.tenant_id,
+        "prefix": key.prefix,
+        "scopes": list(key.scopes),
+        "limits": dict(key.limits),
+        "expires_at": iso(key.expires_at),
+        "revoked_at": iso(key.revoked_at),
+        "last_used_at": iso(key.last_used_at),
+        "created_at": iso(key.created_at),
+        "created_by": key.created_by,
+    }
+    if plaintext is not None:
+        body["key"] = plaintext
+    return body

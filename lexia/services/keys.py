@@ -1,0 +1,410 @@
+"""API keys: generation, HMAC storage, authentication with a short cache, and management."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from lexia.db.tables import api_keys, tenants
+from lexia.errors import AuthenticationFailed, Conflict, NotFound, PermissionDenied, ValidationFailed
+from lexia.ids import is_id, new_id
+
+SCOPES = ("llm", "stt", "diarization", "jobs", "usage", "admin", "*")
+LIMIT_NAMES = ("requests_per_minute", "tokens_per_minute", "audio_seconds_per_hour", "max_concurrent_jobs")
+KEY_PATTERN = re.compile(r"^lx_[A-Za-z0-9_-]{43}$")
+TENANT_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+PREFIX_LENGTH = 12
+TOUCH_INTERVAL = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """A stored key, without its secret."""
+
+    id: str
+    tenant_id: str
+    name: str
+    prefix: str
+    scopes: tuple[str, ...]
+    limits: Mapping[str, int | None]
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+    created_at: datetime
+    created_by: str | None
+
+    def allows(self, scope: str) -> bool:
+        """True if the key carries the scope (or `*`)."""
+        return "*" in self.scopes or scope in self.scopes
+
+    def is_expired(self, now: datetime) -> bool:
+        """True once expires_at has passed."""
+        return self.expires_at is not None and self.expires_at <= now
+
+
+@dataclass(frozen=True, slots=True)
+class KeyUpdate:
+    """Fields of a PATCH; absent fields are not in `fields`."""
+
+    fields: Mapping[str, Any] = field(default_factory=dict)
+
+
+def generate_key() -> str:
+    """A new plaintext key: `lx_` + 43 URL-safe characters (32 random bytes)."""
+    return "lx_" + secrets.token_urlsafe(32)
+
+
+def hash_key(pepper: str, key: str) -> bytes:
+    """HMAC-SHA256 of the key under the pepper: the only form stored."""
+    return hmac.new(pepper.encode(), key.encode(), hashlib.sha256).digest()
+
+
+def parse_duration(text: str) -> timedelta:
+    """Parse `30d`, `12h`, `45m`, `90s` or `2w` into a timedelta."""
+    match = re.fullmatch(r"\s*(\d+)\s*([smhdw])\s*", text)
+    if not match:
+        raise ValueError(f"invalid duration {text!r}: use a number and one of s, m, h, d, w")
+    amount, unit = int(match.group(1)), match.group(2)
+    seconds = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[unit]
+    return timedelta(seconds=amount * seconds)
+
+
+def normalise_scopes(scopes: Iterable[str], *, param: str = "scopes") -> tuple[str, ...]:
+    """Validate and de-duplicate scopes, keeping the canonical order."""
+    given = [s.strip() for s in scopes]
+    if not given or not all(given):
+        raise ValidationFailed("scopes must be a non-empty list of scope names", param=param)
+    unknown = sorted(set(given) - set(SCOPES))
+    if unknown:
+        raise ValidationFailed(
+            f"unknown scope(s) {', '.join(unknown)}; valid scopes are {', '.join(SCOPES)}",
+            param=param,
+        )
+    return tuple(s for s in SCOPES if s in given)
+
+
+def _row_to_key(row: Any) -> ApiKey:
+    return ApiKey(
+        id=row.id,
+        tenant_id=row.tenant_id,
+        name=row.name,
+        prefix=row.prefix,
+        scopes=tuple(row.scopes),
+        limits={name: getattr(row, name) for name in LIMIT_NAMES},
+        expires_at=row.expires_at,
+        revoked_at=row.revoked_at,
+        last_used_at=row.last_used_at,
+        created_at=row.created_at,
+        created_by=row.created_by,
+    )
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class KeyService:
+    """Creates, authenticates and manages API keys of one deployment."""
+
+    def __init__(
+        self,
+        db: AsyncEngine,
+        *,
+        pepper: str,
+        previous_pepper: str = "",
+        cache_seconds: float = 1.0,
+    ) -> None:
+        self._db = db
+        self._pepper = pepper
+        self._previous = previous_pepper
+        self._cache_seconds = cache_seconds
+        # hash -> (key, monotonic time fetched). Bounded by the number of live keys.
+        self._cache: dict[bytes, tuple[ApiKey | None, float]] = {}
+        self._touched: dict[str, float] = {}
+        self._pending_touch: dict[str, datetime] = {}
+
+    # -- authentication -------------------------------------------------------------------
+
+    async def authenticate(self, plaintext: str) -> ApiKey:
+        """Resolve a presented key; raise AuthenticationFailed with the precise code."""
+        if not KEY_PATTERN.match(plaintext):
+            raise AuthenticationFailed("The API key is malformed", code="invalid_api_key")
+        digest = hash_key(self._pepper, plaintext)
+        key = await self._lookup(digest)
+        if key is None and self._previous:
+            old = hash_key(self._previous, plaintext)
+            key = await self._lookup(old)
+            if key is not None:
+                await self._rehash(key.id, old, digest)
+        if key is None:
+            raise AuthenticationFailed("The API key is not valid", code="invalid_api_key")
+        now = _now()
+        if key.revoked_at is not None:
+            raise AuthenticationFailed("The API key has been revoked", code="revoked_api_key")
+        if key.is_expired(now):
+            raise AuthenticationFailed("The API key has expired", code="expired_api_key")
+        self._note_use(key.id, now)
+        return key
+
+    async def _lookup(self, digest: bytes) -> ApiKey | None:
+        cached = self._cache.get(digest)
+        clock = time.monotonic()
+        if cached is not None and clock - cached[1] < self._cache_seconds:
+            return cached[0]
+        async with self._db.connect() as conn:
+            row = (
+                await conn.execute(sa.select(api_keys).where(api_keys.c.key_hash == digest))
+            ).first()
+        key = None
+        # The index lookup finds the row; the constant-time compare is the actual check.
+        if row is not None and hmac.compare_digest(bytes(row.key_hash), digest):
+            key = _row_to_key(row)
+        if len(self._cache) > 100_000:
+            self._cache.clear()
+        self._cache[digest] = (key, clock)
+        return key
+
+    async def _rehash(self, key_id: str, old: bytes, new: bytes) -> None:
+        async with self._db.begin() as conn:
+            await conn.execute(
+                api_keys.update()
+                .where(api_keys.c.id == key_id, api_keys.c.key_hash == old)
+                .values(key_hash=new)
+            )
+        self._cache.pop(old, None)
+
+    def _note_use(self, key_id: str, now: datetime) -> None:
+        clock = time.monotonic()
+        last = self._touched.get(key_id)
+        if last is None or clock - last >= TOUCH_INTERVAL:
+            self._touched[key_id] = clock
+            self._pending_touch[key_id] = now
+
+    async def flush_last_used(self) -> int:
+        """Write the batched last_used_at times (at most one write per key per minute)."""
+        if not self._pending_touch:
+            return 0
+        pending, self._pending_touch = self._pending_touch, {}
+        async with self._db.begin() as conn:
+            await conn.execute(
+                sa.text(
+                    "UPDATE api_keys SET last_used_at = v.at FROM "
+                    "(SELECT unnest(CAST(:ids AS text[])) AS id,"
+                    " unnest(CAST(:ats AS timestamptz[])) AS at) AS v "
+                    "WHERE api_keys.id = v.id AND "
+                    "(api_keys.last_used_at IS NULL OR api_keys.last_used_at < v.at)"
+                ),
+                {"ids": list(pending), "ats": list(pending.values())},
+            )
+        return len(pending)
+
+    def forget(self, key_id: str | None = None) -> None:
+        """Drop cached lookups (all, or those of one key) after a change in this process."""
+        if key_id is None:
+            self._cache.clear()
+            return
+        for digest, (key, _) in list(self._cache.items()):
+            if key is not None and key.id == key_id:
+                del self._cache[digest]
+
+    # -- management -----------------------------------------------------------------------
+
+    async def create(
+        self,
+        *,
+        tenant_id: str,
+        name: str,
+        scopes: Sequence[str],
+        limits: Mapping[str, int | None] | None = None,
+        expires_at: datetime | None = None,
+        created_by: str | None = None,
+        create_tenant: bool = False,
+    ) -> tuple[ApiKey, str]:
+        """Store a new key; return it with its plaintext (shown once)."""
+        if not TENANT_PATTERN.match(tenant_id):
+            raise ValidationFailed(
+                "tenant must match [a-z0-9][a-z0-9_-]{0,62}", param="tenant"
+            )
+        if not 1 <= len(name) <= 100:
+            raise ValidationFailed("name must be 1 to 100 characters", param="name")
+        scopes = normalise_scopes(scopes)
+        plaintext = generate_key()
+        values: dict[str, Any] = {
+            "id": new_id("key"),
+            "tenant_id": tenant_id,
+            "name": name,
+            "prefix": plaintext[:PREFIX_LENGTH],
+            "key_hash": hash_key(self._pepper, plaintext),
+            "scopes": list(scopes),
+            "expires_at": expires_at,
+            "created_at": _now(),
+            "created_by": created_by,
+        }
+        for limit in LIMIT_NAMES:
+            values[limit] = (limits or {}).get(limit)
+        async with self._db.begin() as conn:
+            if create_tenant:
+                await conn.execute(
+                    sa.text(
+                        "INSERT INTO tenants (id, created_at) VALUES (:id, now()) "
+                        "ON CONFLICT (id) DO NOTHING"
+                    ),
+                    {"id": tenant_id},
+                )
+            elif not await self._tenant_exists(conn, tenant_id):
+                raise NotFound(f"tenant {tenant_id} does not exist", param="tenant")
+            row = (await conn.execute(api_keys.insert().values(**values).returning(api_keys))).one()
+        return _row_to_key(row), plaintext
+
+    @staticmethod
+    async def _tenant_exists(conn: AsyncConnection, tenant_id: str) -> bool:
+        found = await conn.execute(sa.select(tenants.c.id).where(tenants.c.id == tenant_id))
+        return found.first() is not None
+
+    async def get(self, tenant_id: str | None, key_id: str) -> ApiKey:
+        """One key; another tenant's key (or a malformed id) is a 404."""
+        if not is_id(key_id, "key"):
+            raise NotFound(f"No API key with id {key_id!r}")
+        query = sa.select(api_keys).where(api_keys.c.id == key_id)
+        if tenant_id is not None:
+            query = query.where(api_keys.c.tenant_id == tenant_id)
+        async with self._db.connect() as conn:
+            row = (await conn.execute(query)).first()
+        if row is None:
+            raise NotFound(f"No API key with id {key_id!r}")
+        return _row_to_key(row)
+
+    async def list(
+        self,
+        tenant_id: str | None,
+        *,
+        limit: int = 20,
+        after: str | None = None,
+        include_revoked: bool = False,
+    ) -> tuple[list[ApiKey], bool]:
+        """Newest first; return (page, has_more)."""
+        query = sa.select(api_keys).order_by(api_keys.c.id.desc()).limit(limit + 1)
+        if tenant_id is not None:
+            query = query.where(api_keys.c.tenant_id == tenant_id)
+        if after:
+            query = query.where(api_keys.c.id < after)
+        if not include_revoked:
+            query = query.where(api_keys.c.revoked_at.is_(None))
+        async with self._db.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [_row_to_key(r) for r in rows[:limit]], len(rows) > limit
+
+    async def update(self, tenant_id: str, key_id: str, changes: KeyUpdate) -> ApiKey:
+        """Apply a PATCH; a revoked key answers 409 key_revoked."""
+        current = await self.get(tenant_id, key_id)
+        if current.revoked_at is not None:
+            raise Conflict("The API key is revoked and cannot be changed", code="key_revoked")
+        values = dict(changes.fields)
+        if "scopes" in values:
+            values["scopes"] = list(normalise_scopes(values["scopes"]))
+        if not values:
+            return current
+        async with self._db.begin() as conn:
+            if "scopes" in values and not {"admin", "*"} & set(values["scopes"]):
+                await self._guard_last_admin(conn, current)
+            row = (
+                await conn.execute(
+                    api_keys.update()
+                    .where(api_keys.c.id == key_id, api_keys.c.tenant_id == tenant_id)
+                    .values(**values)
+                    .returning(api_keys)
+                )
+            ).one()
+        self.forget(key_id)
+        return _row_to_key(row)
+
+    async def revoke(self, tenant_id: str | None, key_id: str, *, guard_last_admin: bool = True) -> ApiKey:
+        """Revoke now (idempotent); refuse to revoke the tenant's last active admin key."""
+        current = await self.get(tenant_id, key_id)
+        if current.revoked_at is not None:
+            return current
+        async with self._db.begin() as conn:
+            if guard_last_admin:
+                await self._guard_last_admin(conn, current)
+            row = (
+                await conn.execute(
+                    api_keys.update()
+                    .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+                    .values(revoked_at=sa.func.now())
+                    .returning(api_keys)
+                )
+            ).first()
+        self.forget(key_id)
+        return _row_to_key(row) if row is not None else await self.get(tenant_id, key_id)
+
+    @staticmethod
+    async def _guard_last_admin(conn: AsyncConnection, key: ApiKey) -> None:
+        if not {"admin", "*"} & set(key.scopes):
+            return
+        # Lock the tenant's active admin keys so two concurrent revocations cannot both pass.
+        rows = (
+            await conn.execute(
+                sa.select(api_keys.c.id)
+                .where(
+                    api_keys.c.tenant_id == key.tenant_id,
+                    api_keys.c.revoked_at.is_(None),
+                    sa.or_(api_keys.c.expires_at.is_(None), api_keys.c.expires_at > sa.func.now()),
+                    api_keys.c.scopes.overlap(["admin", "*"]),
+                )
+                .with_for_update()
+            )
+        ).all()
+        if {r.id for r in rows} <= {key.id}:
+            raise Conflict(
+                "This is the tenant's last active admin key; create another admin key first",
+                code="last_admin_key",
+            )
+
+    async def rotate(self, tenant_id: str | None, key_id: str) -> tuple[ApiKey, str]:
+        """Create a copy of the key with a new secret, then revoke the old one."""
+        old = await self.get(tenant_id, key_id)
+        if old.revoked_at is not None:
+            raise Conflict("The API key is revoked and cannot be rotated", code="key_revoked")
+        new, plaintext = await self.create(
+            tenant_id=old.tenant_id,
+            name=old.name,
+            scopes=old.scopes,
+            limits=old.limits,
+            expires_at=old.expires_at,
+            created_by=old.id,
+        )
+        await self.revoke(old.tenant_id, old.id, guard_last_admin=False)
+        return new, plaintext
+
+
+def check_grantable(caller: ApiKey, scopes: Sequence[str]) -> None:
+    """A key may only grant scopes it holds itself; `*` only from a `*` key."""
+    if "*" in caller.scopes:
+        return
+    if "*" in scopes:
+        raise PermissionDenied("Only a key with scope '*' can grant scope '*'", param="scopes")
+    missing = sorted(set(scopes) - set(caller.scopes))
+    if missing:
+        raise PermissionDenied(
+            f"The calling key cannot grant scope(s) it does not hold: {', '.join(missing)}",
+            param="scopes",
+        )
+
+
+def with_limits(key: ApiKey, defaults: Mapping[str, int]) -> dict[str, int]:
+    """The effective limits of a key (null means the server default; 0 means unlimited)."""
+    return {
+        name: defaults[name] if key.limits.get(name) is None else int(key.limits[name] or 0)
+        for name in LIMIT_NAMES
+    }
+

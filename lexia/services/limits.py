@@ -1,0 +1,275 @@
+"""Per-key rate limits: GCRA in one Redis Lua script, shared by every process."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from lexia.errors import RateLimited, ServiceUnavailable
+
+log = logging.getLogger("lexia.limits")
+
+# meter name -> (limit name, period in seconds, refusal code, header suffix)
+METERS: dict[str, tuple[str, int, str, str]] = {
+    "requests": ("requests_per_minute", 60, "rate_limit_exceeded", ""),
+    "tokens": ("tokens_per_minute", 60, "tokens_limit_exceeded", "-Tokens"),
+    "audio": ("audio_seconds_per_hour", 3600, "audio_limit_exceeded", "-Audio"),
+}
+
+# GCRA with a burst of the whole period's allowance. State per meter: the theoretical arrival
+# time (TAT, ms). ARGV: now_ms, then for each meter in KEYS order: limit, period_ms, mode
+# (1 = admit one request and debit it, 2 = only require a positive allowance, 0 = skip).
+# Nothing is written unless every meter admits ("refused requests are not counted").
+# Returns, per meter: remaining, reset_ms; then the index of the refusing meter (0 = none)
+# and its retry-after in ms.
+_ADMIT = """
+local now = tonumber(ARGV[1])
+local out = {}
+local refused, retry = 0, 0
+local writes = {}
+for i = 1, #KEYS do
+  local limit = tonumber(ARGV[2 + (i - 1) * 3])
+  local period = tonumber(ARGV[3 + (i - 1) * 3])
+  local mode = tonumber(ARGV[4 + (i - 1) * 3])
+  if mode == 0 or limit <= 0 then
+    table.insert(out, -1); table.insert(out, 0)
+  else
+    local t = period / limit
+    local tat = tonumber(redis.call('GET', KEYS[i]) or now)
+    if tat < now then tat = now end
+    local new_tat = tat
+    if mode == 1 then new_tat = tat + t end
+    local used = new_tat - now
+    local ok
+    if mode == 1 then ok = used <= period else ok = used < period end
+    if not ok and refused == 0 then
+      refused = i
+      if mode == 1 then retry = used - period else retry = used - period + 1 end
+    end
+    if ok and mode == 1 then table.insert(writes, {KEYS[i], new_tat, used}) end
+    local remaining = math.floor((period - used) / t)
+    if remaining < 0 then remaining = 0 end
+    table.insert(out, remaining); table.insert(out, math.ceil(used))
+  end
+end
+if refused == 0 then
+  for _, w in ipairs(writes) do
+    redis.call('SET', w[1], tostring(w[2]), 'PX', math.max(1, math.ceil(w[3])))
+  end
+end
+table.insert(out, refused); table.insert(out, math.ceil(retry))
+return out
+"""
+
+# Debit an amount after the fact (tokens generated, audio decoded); may go negative.
+_DEBIT = """
+local now = tonumber(ARGV[1])
+local t = tonumber(ARGV[3]) / tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+tat = tat + t * tonumber(ARGV[4])
+redis.call('SET', KEYS[1], tostring(tat), 'PX', math.max(1, math.ceil(tat - now)))
+return 1
+"""
+
+# Concurrency slots: a sorted set of holders scored by lease expiry (ms).
+_ACQUIRE = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+local limit = tonumber(ARGV[2])
+local held = redis.call('ZCARD', KEYS[1])
+if limit > 0 and held >= limit and not redis.call('ZSCORE', KEYS[1], ARGV[3]) then
+  return {0, held}
+end
+redis.call('ZADD', KEYS[1], ARGV[4], ARGV[3])
+redis.call('PEXPIRE', KEYS[1], math.max(1, tonumber(ARGV[4]) - tonumber(ARGV[1])))
+return {1, redis.call('ZCARD', KEYS[1])}
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class MeterState:
+    """The header values of one meter after a decision."""
+
+    limit: int
+    remaining: int
+    reset: int
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Outcome of an admission check: header values per meter (limit 0 = unlimited)."""
+
+    meters: Mapping[str, MeterState]
+
+    def headers(self) -> dict[str, str]:
+        """X-RateLimit-* headers (§1.9) for the meters checked."""
+        out: dict[str, str] = {}
+        for meter, state in self.meters.items():
+            suffix = METERS[meter][3]
+            out[f"X-RateLimit-Limit{suffix}"] = str(state.limit)
+            out[f"X-RateLimit-Remaining{suffix}"] = str(state.remaining)
+            out[f"X-RateLimit-Reset{suffix}"] = str(state.reset)
+        return out
+
+
+class RateLimiter(Protocol):
+    """What the API needs from a limiter."""
+
+    async def admit(self, key_id: str, limits: Mapping[str, int], meters: tuple[str, ...]) -> Decision:
+        """Admit one request or raise RateLimited (headers included)."""
+        ...
+
+    async def debit(self, key_id: str, meter: str, amount: float, limit: int) -> None:
+        """Charge an amount known after admission."""
+        ...
+
+
+def _unlimited_state(limit: int) -> MeterState:
+    return MeterState(limit=limit, remaining=limit, reset=0)
+
+
+class RedisLimiter:
+    """GCRA limiter in Redis; fails open or closed when Redis is unreachable."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        *,
+        enabled: bool = True,
+        fail_open: bool = True,
+        namespace: str = "lexia:rl",
+        concurrency_retry_after: int = 10,
+        outage_backoff: float = 1.0,
+    ) -> None:
+        self._redis = redis
+        self._enabled = enabled
+        self._fail_open = fail_open
+        self._ns = namespace
+        self._concurrency_retry_after = concurrency_retry_after
+        self._admit = redis.register_script(_ADMIT)
+        self._debit = redis.register_script(_DEBIT)
+        self._acquire = redis.register_script(_ACQUIRE)
+        self._down_until = 0.0
+        self._outage_logged = False
+        self._backoff = outage_backoff
+
+    def _key(self, key_id: str, meter: str) -> str:
+        return f"{self._ns}:{key_id}:{meter}"
+
+    def _redis_usable(self) -> bool:
+        return time.monotonic() >= self._down_until
+
+    def _on_outage(self, exc: Exception) -> None:
+        # Skip Redis for a moment so every request does not wait for a timeout.
+        self._down_until = time.monotonic() + self._backoff
+        if not self._outage_logged:
+            self._outage_logged = True
+            log.error(
+                "rate limiting: Redis unreachable (%s); failing %s",
+                type(exc).__name__,
+                "open (requests admitted)" if self._fail_open else "closed (503)",
+            )
+
+    def _on_recovery(self) -> None:
+        if self._outage_logged:
+            self._outage_logged = False
+            log.warning("rate limiting: Redis reachable again")
+
+    def _degraded(self, limits: Mapping[str, int], meters: tuple[str, ...]) -> Decision:
+        if not self._fail_open:
+            raise ServiceUnavailable("Rate limiting is unavailable: Redis is unreachable")
+        return Decision({m: _unlimited_state(limits[METERS[m][0]]) for m in meters})
+
+    async def admit(self, key_id: str, limits: Mapping[str, int], meters: tuple[str, ...]) -> Decision:
+        """Check every meter, debit one request, or raise RateLimited with the tripped meter."""
+        if not self._enabled:
+            return Decision({m: _unlimited_state(limits[METERS[m][0]]) for m in meters})
+        if not self._redis_usable():
+            return self._degraded(limits, meters)
+        now_ms = time.time() * 1000.0
+        keys: list[str] = []
+        args: list[float | int] = [now_ms]
+        for meter in meters:
+            limit_name, period, _, _ = METERS[meter]
+            keys.append(self._key(key_id, meter))
+            args += [limits[limit_name], period * 1000, 1 if meter == "requests" else 2]
+        try:
+            raw = await self._admit(keys=keys, args=args)
+        except (RedisError, OSError) as exc:
+            self._on_outage(exc)
+            return self._degraded(limits, meters)
+        self._on_recovery()
+        states: dict[str, MeterState] = {}
+        for i, meter in enumerate(meters):
+            limit = limits[METERS[meter][0]]
+            remaining, reset_ms = int(raw[2 * i]), int(raw[2 * i + 1])
+            if remaining < 0:
+                states[meter] = _unlimited_state(limit)
+            else:
+                states[meter] = MeterState(limit, remaining, math.ceil(reset_ms / 1000))
+        decision = Decision(states)
+        refused = int(raw[-2])
+        if refused:
+            meter = meters[refused - 1]
+            limit_name, _, code, _ = METERS[meter]
+            retry = math.ceil(int(raw[-1]) / 1000)
+            raise RateLimited(
+                f"Rate limit exceeded: {limit_name} is {limits[limit_name]} for this key; "
+                f"retry in {max(1, retry)} s",
+                retry_after=retry,
+                code=code,
+                headers=decision.headers(),
+            )
+        return decision
+
+    async def debit(self, key_id: str, meter: str, amount: float, limit: int) -> None:
+        """Charge tokens or audio seconds known after admission (never refuses)."""
+        if not self._enabled or limit <= 0 or amount <= 0 or not self._redis_usable():
+            return
+        period = METERS[meter][1] * 1000
+        try:
+            await self._debit(
+                keys=[self._key(key_id, meter)], args=[time.time() * 1000.0, limit, period, amount]
+            )
+        except (RedisError, OSError) as exc:
+            self._on_outage(exc)
+
+    async def acquire_slot(self, key_id: str, holder: str, limit: int, lease_seconds: float) -> int:
+        """Take one of the key's concurrency slots (jobs, sync calls); return slots held."""
+        if not self._enabled or not self._redis_usable():
+            if not self._enabled or self._fail_open:
+                return 0
+            raise ServiceUnavailable("Rate limiting is unavailable: Redis is unreachable")
+        now_ms = int(time.time() * 1000)
+        try:
+            ok, held = await self._acquire(
+                keys=[self._key(key_id, "slots")],
+                args=[now_ms, limit, holder, now_ms + int(lease_seconds * 1000)],
+            )
+        except (RedisError, OSError) as exc:
+            self._on_outage(exc)
+            if self._fail_open:
+                return 0
+            raise ServiceUnavailable("Rate limiting is unavailable: Redis is unreachable") from None
+        if not ok:
+            raise RateLimited(
+                f"Concurrency limit exceeded: max_concurrent_jobs is {limit} for this key",
+                retry_after=self._concurrency_retry_after,
+                code="concurrency_limit_exceeded",
+                headers={"X-RateLimit-Limit-Jobs": str(limit), "X-RateLimit-Remaining-Jobs": "0"},
+            )
+        return int(held)
+
+    async def release_slot(self, key_id: str, holder: str) -> None:
+        """Give a concurrency slot back."""
+        try:
+            await self._redis.zrem(self._key(key_id, "slots"), holder)
+        except (RedisError, OSError) as exc:
+            self._on_outage(exc)

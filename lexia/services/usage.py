@@ -1,0 +1,241 @@
+"""Usage ledger: append-only events written in batches off the request path, summed by query."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from lexia.db.tables import api_keys, usage_events
+from lexia.errors import NotFound, ValidationFailed
+from lexia.ids import is_id
+
+log = logging.getLogger("lexia.usage")
+
+KINDS = ("llm", "stt", "diarization")
+MAX_RANGE_DAYS = 366
+MAX_BUFFERED = 200_000
+
+
+@dataclass(slots=True)
+class UsageEvent:
+    """One finished request (or job) and what it consumed."""
+
+    created_at: datetime
+    tenant_id: str
+    key_id: str
+    request_id: str
+    route: str
+    method: str
+    status: int
+    latency_ms: float
+    kind: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    audio_seconds: float = 0.0
+    diarization_seconds: float = 0.0
+
+
+class UsageRecorder:
+    """Buffers events and writes them in batches; `record` never blocks or awaits."""
+
+    def __init__(
+        self,
+        db: AsyncEngine,
+        *,
+        flush_interval: float = 1.0,
+        batch_size: int = 500,
+        after_flush: Callable[[], Awaitable[object]] | None = None,
+    ) -> None:
+        self._db = db
+        self._interval = flush_interval
+        self._batch = batch_size
+        self._buffer: list[UsageEvent] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._after_flush = after_flush
+        self._lock = asyncio.Lock()
+
+    def record(self, event: UsageEvent) -> None:
+        """Queue an event for the next batch."""
+        if len(self._buffer) >= MAX_BUFFERED:
+            # The database has been unreachable for long: keep the newest, say so once per drop.
+            del self._buffer[: self._batch]
+            log.error("usage ledger: buffer full, dropped %d oldest events", self._batch)
+        self._buffer.append(event)
+        if len(self._buffer) >= self._batch:
+            self._wake.set()
+
+    async def flush(self) -> int:
+        """Write everything buffered now; on failure the events stay buffered."""
+        async with self._lock:
+            if self._after_flush is not None:
+                try:
+                    await self._after_flush()
+                except SQLAlchemyError as exc:
+                    log.warning("last-used update failed: %s", type(exc).__name__)
+            written = 0
+            while self._buffer:
+                batch = self._buffer[: self._batch * 4]
+                try:
+                    async with self._db.begin() as conn:
+                        await conn.execute(usage_events.insert(), [asdict(e) for e in batch])
+                except (SQLAlchemyError, OSError) as exc:
+                    log.warning("usage ledger: write failed (%s); will retry", type(exc).__name__)
+                    return written
+                del self._buffer[: len(batch)]
+                written += len(batch)
+            return written
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self._interval)
+            self._wake.clear()
+            await self.flush()
+
+    def start(self) -> None:
+        """Start the background flusher."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="usage-flusher")
+
+    async def stop(self) -> None:
+        """Stop the flusher and write what is left."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.flush()
+
+
+@dataclass(frozen=True, slots=True)
+class UsageQuery:
+    """A validated GET /v1/usage query."""
+
+    start: date
+    end: date
+    kind: str | None
+    key_id: str | None  # None = every key of the tenant
+
+
+def parse_usage_query(
+    *, start: str | None, end: str | None, kind: str | None, key_id: str | None, caller_key: str
+) -> UsageQuery:
+    """Validate the query parameters of §8.5 (dates inclusive, UTC, ≤ 366 days)."""
+    today = datetime.now(UTC).date()
+
+    def _date(value: str | None, param: str, default: date) -> date:
+        if value is None or value == "":
+            return default
+        try:
+            return date.fromisoformat(value) if len(value) == 10 else _bad_date(param)
+        except ValueError:
+            return _bad_date(param)
+
+    end_d = _date(end, "end", today)
+    start_d = _date(start, "start", end_d - timedelta(days=29))
+    if start_d > end_d:
+        raise ValidationFailed("start must not be after end", param="start")
+    if (end_d - start_d).days + 1 > MAX_RANGE_DAYS:
+        raise ValidationFailed(f"the range may span at most {MAX_RANGE_DAYS} days", param="start")
+    if kind is not None and kind not in KINDS:
+        raise ValidationFailed(f"kind must be one of {', '.join(KINDS)}", param="kind")
+    if key_id is None or key_id == "":
+        selected: str | None = caller_key
+    elif key_id == "all":
+        selected = None
+    elif is_id(key_id, "key"):
+        selected = key_id
+    else:
+        raise NotFound(f"No API key with id {key_id!r}", param="key_id")
+    return UsageQuery(start_d, end_d, kind, selected)
+
+
+def _bad_date(param: str) -> date:
+    raise ValidationFailed(f"{param} must be a date in the form YYYY-MM-DD", param=param)
+
+
+async def summarize(db: AsyncEngine, tenant_id: str, query: UsageQuery) -> dict[str, Any]:
+    """Rows per day, key and kind with non-zero usage, plus totals per kind (§8.5)."""
+    lo = datetime.combine(query.start, datetime.min.time(), tzinfo=UTC)
+    hi = datetime.combine(query.end + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
+    day = sa.func.date(sa.func.timezone("UTC", usage_events.c.created_at)).label("day")
+    # A diarization event's seconds are in diarization_seconds; every other kind's in audio_seconds.
+    audio = sa.case(
+        (usage_events.c.kind == "diarization", usage_events.c.diarization_seconds),
+        else_=usage_events.c.audio_seconds,
+    )
+    stmt = (
+        sa.select(
+            day,
+            usage_events.c.key_id,
+            usage_events.c.kind,
+            sa.func.count().label("requests"),
+            sa.func.sum(usage_events.c.input_tokens).label("input_tokens"),
+            sa.func.sum(usage_events.c.output_tokens).label("output_tokens"),
+            sa.func.sum(audio).label("audio_seconds"),
+        )
+        .where(
+            usage_events.c.tenant_id == tenant_id,
+            usage_events.c.created_at >= lo,
+            usage_events.c.created_at < hi,
+            usage_events.c.kind.is_not(None),
+        )
+        .group_by(day, usage_events.c.key_id, usage_events.c.kind)
+        .order_by(day, usage_events.c.key_id, usage_events.c.kind)
+    )
+    if query.kind is not None:
+        stmt = stmt.where(usage_events.c.kind == query.kind)
+    if query.key_id is not None:
+        stmt = stmt.where(usage_events.c.key_id == query.key_id)
+    async with db.connect() as conn:
+        if query.key_id is not None:
+            owned = await conn.execute(
+                sa.select(api_keys.c.id).where(
+                    api_keys.c.id == query.key_id, api_keys.c.tenant_id == tenant_id
+                )
+            )
+            if owned.first() is None:
+                raise NotFound(f"No API key with id {query.key_id!r}", param="key_id")
+        rows = (await conn.execute(stmt)).all()
+    data: list[dict[str, Any]] = []
+    totals: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        item = {
+            "date": row.day.isoformat(),
+            "key_id": row.key_id,
+            "kind": row.kind,
+            "requests": int(row.requests),
+            "input_tokens": int(row.input_tokens or 0),
+            "output_tokens": int(row.output_tokens or 0),
+            "audio_seconds": round(float(row.audio_seconds or 0.0), 3),
+        }
+        data.append(item)
+        total = totals.setdefault(
+            row.kind, {"requests": 0, "input_tokens": 0, "output_tokens": 0, "audio_seconds": 0.0}
+        )
+        for field in ("requests", "input_tokens", "output_tokens", "audio_seconds"):
+            total[field] += item[field]
+    for total in totals.values():
+        total["audio_seconds"] = round(total["audio_seconds"], 3)
+    kinds = [query.kind] if query.kind else list(KINDS)
+    return {
+        "object": "usage",
+        "start": query.start.isoformat(),
+        "end": query.end.isoformat(),
+        "key_id": query.key_id or "all",
+        "data": data,
+        "totals": {
+            k: totals.get(k, {"requests": 0, "input_tokens": 0, "output_tokens": 0, "audio_seconds": 0.0})
+            for k in kinds
+        },
+    }

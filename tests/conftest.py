@@ -1,0 +1,119 @@
+"""Shared fixtures: a fresh lexia_test database migrated once, Redis db 15, apps over HTTP."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+import pytest
+import redis.asyncio as aioredis
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+
+from lexia.api.deps import Services
+from lexia.app import create_app
+from lexia.db.migrations import apply, ensure_database, libpq_dsn
+from lexia.services.keys import ApiKey
+from lexia.settings import Settings, load_settings
+
+PG_BASE = os.environ.get("LEXIA_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432")
+TEST_DB_URL = f"{PG_BASE}/lexia_test"
+TEST_REDIS_URL = os.environ.get("LEXIA_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+PEPPER = "test-pepper-" + "x" * 40
+
+BASE_ENV = {
+    "LEXIA_ENV": "test",
+    "LEXIA_DATABASE_URL": TEST_DB_URL,
+    "LEXIA_REDIS_URL": TEST_REDIS_URL,
+    "LEXIA_KEY_PEPPER": PEPPER,
+    "LEXIA_ENGINES": "fake",
+    "LEXIA_USAGE_FLUSH_SECONDS": "0.05",
+}
+
+
+def make_settings(**overrides: str) -> Settings:
+    """Test settings; overrides are LEXIA_* variables."""
+    return load_settings({**BASE_ENV, **overrides})
+
+
+def _recreate_database(url: str) -> None:
+    info = psycopg.conninfo.conninfo_to_dict(libpq_dsn(url))
+    name = info["dbname"]
+    with psycopg.connect(**dict(info, dbname="postgres"), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    ensure_database(url)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def database() -> str:
+    """lexia_test, dropped and migrated once per session with bin/migrate's code."""
+    _recreate_database(TEST_DB_URL)
+    apply(TEST_DB_URL)
+    return TEST_DB_URL
+
+
+@pytest.fixture(autouse=True)
+async def clean_state(database: str) -> AsyncIterator[None]:
+    """Empty every table and the test Redis db before each test."""
+    with psycopg.connect(libpq_dsn(database), autocommit=True) as conn:
+        conn.execute(
+            "TRUNCATE webhook_deliveries, webhook_secrets, jobs, usage_events, api_keys, tenants CASCADE"
+        )
+    client = aioredis.from_url(TEST_REDIS_URL)
+    await client.flushdb()
+    await client.aclose()
+    yield
+
+
+@dataclass
+class Running:
+    """An app under test with its HTTP client."""
+
+    app: Litestar
+    client: AsyncTestClient[Litestar]
+
+    @property
+    def services(self) -> Services:
+        return self.app.state.services  # type: ignore[no-any-return]
+
+    async def make_key(
+        self, scopes: str = "*", *, tenant: str = "acme", name: str = "test", **kw: Any
+    ) -> tuple[ApiKey, str]:
+        """Create a key (and its tenant) directly through the key service."""
+        return await self.services.keys.create(
+            tenant_id=tenant, name=name, scopes=scopes.split(","), create_tenant=True, **kw
+        )
+
+
+AppFactory = Callable[..., Awaitable[Running]]
+
+
+@pytest.fixture
+async def start_app() -> AsyncIterator[AppFactory]:
+    """Start apps (each with its own lifespan) with optional LEXIA_* overrides."""
+    stack: list[AsyncTestClient[Litestar]] = []
+
+    async def _start(**overrides: str) -> Running:
+        app = create_app(make_settings(**overrides))
+        client = AsyncTestClient(app)
+        await client.__aenter__()
+        stack.append(client)
+        return Running(app, client)
+
+    yield _start
+    for client in reversed(stack):
+        await client.__aexit__(None, None, None)
+
+
+@pytest.fixture
+async def api(start_app: AppFactory) -> Running:
+    """One app with default test settings."""
+    return await start_app()
+
+
+def bearer(key: str) -> dict[str, str]:
+    """Authorization header for a key."""
+    return {"Authorization": f"Bearer {key}"}
