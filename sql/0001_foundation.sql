@@ -26,7 +26,9 @@ CREATE TABLE api_keys (
 );
 CREATE INDEX api_keys_tenant_idx ON api_keys (tenant_id, id DESC);
 
--- Append-only: one row per authenticated request; summed by queries, never updated.
+-- Append-only, summed by queries, never updated. One row per metered request (kind set);
+-- requests without a kind (model lists, polling, admin) are rolled up per second, key, route
+-- and status into one row whose `requests` counts them and `latency_ms` is their mean.
 CREATE TABLE usage_events (
     id                      bigserial PRIMARY KEY,
     created_at              timestamptz NOT NULL,
@@ -36,6 +38,7 @@ CREATE TABLE usage_events (
     route                   text NOT NULL,
     method                  text NOT NULL,
     status                  smallint NOT NULL,
+    requests                integer NOT NULL DEFAULT 1 CHECK (requests >= 1),
     latency_ms              real NOT NULL,
     kind                    text CHECK (kind IN ('llm', 'stt', 'diarization')),
     input_tokens            integer NOT NULL DEFAULT 0,

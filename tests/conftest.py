@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,8 +20,10 @@ from lexia.services.keys import ApiKey
 from lexia.settings import Settings, load_settings
 
 PG_BASE = os.environ.get("LEXIA_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432")
-TEST_DB_URL = f"{PG_BASE}/lexia_test"
-TEST_REDIS_URL = os.environ.get("LEXIA_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+# One database and Redis db per test run, so concurrent runs on one machine do not collide.
+_RUN = os.getpid()
+TEST_DB_URL = f"{PG_BASE}/lexia_test_{_RUN}"
+TEST_REDIS_URL = os.environ.get("LEXIA_TEST_REDIS_URL", f"redis://127.0.0.1:6379/{1 + _RUN % 15}")
 PEPPER = "test-pepper-" + "x" * 40
 
 BASE_ENV = {
@@ -39,20 +41,22 @@ def make_settings(**overrides: str) -> Settings:
     return load_settings({**BASE_ENV, **overrides})
 
 
-def _recreate_database(url: str) -> None:
+def drop_database(url: str) -> None:
+    """Drop the database named in the URL (connections are closed by force)."""
     info = psycopg.conninfo.conninfo_to_dict(libpq_dsn(url))
     name = info["dbname"]
     with psycopg.connect(**dict(info, dbname="postgres"), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    ensure_database(url)
 
 
 @pytest.fixture(scope="session", autouse=True)
-def database() -> str:
-    """lexia_test, dropped and migrated once per session with bin/migrate's code."""
-    _recreate_database(TEST_DB_URL)
+def database() -> Iterator[str]:
+    """A fresh database for this run, migrated with bin/migrate's code, dropped at the end."""
+    drop_database(TEST_DB_URL)
+    ensure_database(TEST_DB_URL)
     apply(TEST_DB_URL)
-    return TEST_DB_URL
+    yield TEST_DB_URL
+    drop_database(TEST_DB_URL)
 
 
 @pytest.fixture(autouse=True)

@@ -11,12 +11,12 @@ import redis.asyncio as aioredis
 from litestar import Request
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from lexia.api.errors import msgspec_message, msgspec_param
+from lexia.api.errors import is_unknown_field, msgspec_message, msgspec_param
 from lexia.engines import Engines
-from lexia.errors import InvalidJSON, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
+from lexia.errors import InvalidJSON, PayloadTooLarge, UnknownParameter, UnsupportedMediaType, ValidationFailed
 from lexia.ids import is_id
 from lexia.metrics import Metrics
-from lexia.services.keys import ApiKey, KeyService
+from lexia.services.keys import ApiKey, KeyService, with_limits
 from lexia.services.limits import RedisLimiter
 from lexia.services.usage import UsageRecorder
 from lexia.settings import Settings
@@ -42,6 +42,27 @@ class Services:
     engines: Engines
     metrics: Metrics
     started_at: float = field(default_factory=time.time)
+    _limits: dict[str, tuple[ApiKey, dict[str, int]]] = field(default_factory=dict)
+
+    def limits_of(self, key: ApiKey) -> dict[str, int]:
+        """The key's effective limits, computed once per cached key object."""
+        cached = self._limits.get(key.id)
+        if cached is not None and cached[0] is key:
+            return cached[1]
+        defaults = self.settings.limits
+        limits = with_limits(
+            key,
+            {
+                "requests_per_minute": defaults.requests_per_minute,
+                "tokens_per_minute": defaults.tokens_per_minute,
+                "audio_seconds_per_hour": defaults.audio_seconds_per_hour,
+                "max_concurrent_jobs": defaults.max_concurrent_jobs,
+            },
+        )
+        if len(self._limits) > 100_000:
+            self._limits.clear()
+        self._limits[key.id] = (key, limits)
+        return limits
 
 
 def services(request: Request[Any, Any, Any]) -> Services:
@@ -93,7 +114,8 @@ async def decode_json(request: Request[Any, Any, Any], kind: type[T]) -> T:
         return msgspec.convert(raw, kind)
     except msgspec.ValidationError as exc:
         text = str(exc)
-        raise ValidationFailed(msgspec_message(text), param=msgspec_param(text)) from None
+        kind_ = UnknownParameter if is_unknown_field(text) else ValidationFailed
+        raise kind_(msgspec_message(text), param=msgspec_param(text)) from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,9 @@ from litestar.exceptions import (
     ValidationException,
 )
 from litestar.status_codes import HTTP_413_REQUEST_ENTITY_TOO_LARGE
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from lexia.api.requestid import request_id
 from lexia.errors import (
@@ -27,20 +30,29 @@ from lexia.errors import (
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
+    ServiceUnavailable,
     ValidationFailed,
 )
 
 log = logging.getLogger("lexia.api")
 
 _PATH = re.compile(r"at `\$((?:\.[^`.\[]+|\[\d+\])*)`")
+_FIELD = re.compile(r"(?:missing required|unknown) field `([^`]+)`")
 
 
 def msgspec_param(message: str) -> str | None:
-    """Turn msgspec's `at $.messages[0].content` into `messages.0.content`."""
+    """Turn msgspec's `at $.messages[0].content` into `messages.0.content` (plus a named field)."""
     match = _PATH.search(message)
-    if not match or not match.group(1):
-        return None
-    return re.sub(r"\[(\d+)\]", r".\1", match.group(1)).lstrip(".")
+    path = re.sub(r"\[(\d+)\]", r".\1", match.group(1)).lstrip(".") if match else ""
+    field = _FIELD.search(message)
+    if field:
+        path = f"{path}.{field.group(1)}" if path else field.group(1)
+    return path or None
+
+
+def is_unknown_field(message: str) -> bool:
+    """True for msgspec's 'Object contains unknown field' errors."""
+    return "contains unknown field" in message
 
 
 def msgspec_message(message: str) -> str:
@@ -106,10 +118,18 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
         error = _from_http_exception(exc)
     elif isinstance(exc, msgspec.ValidationError):
         error = ValidationFailed(msgspec_message(str(exc)), param=msgspec_param(str(exc)))
+    elif isinstance(exc, DBAPIError | RedisConnectionError | RedisTimeoutError) and _is_outage(exc):
+        log.error("dependency unavailable: %s", type(exc).__name__)
+        error = ServiceUnavailable("A backing service (database or Redis) is unavailable; retry shortly")
     else:
         rid = request_id(request.scope)
         log.error("unhandled error [%s] %s %s", rid, request.method, request.url.path, exc_info=exc)
         error = InternalError(f"Internal server error (request id {rid})")
-    if error.status >= 500 and isinstance(error, InternalError) is False and error.status != 503:
-        log.warning("server error %s: %s", error.code, error.message)
     return error_response(error)
+
+
+def _is_outage(exc: Exception) -> bool:
+    """Connection-level failures (not SQL errors in our own queries)."""
+    if isinstance(exc, DBAPIError):
+        return bool(exc.connection_invalidated) or isinstance(exc, OperationalError | InterfaceError)
+    return True

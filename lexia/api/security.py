@@ -10,7 +10,6 @@ from lexia.api.deps import KEY_STATE, LIMITS_STATE, RL_HEADERS_STATE, Services
 from lexia.api.requestid import request_id
 from lexia.errors import AuthenticationFailed, PermissionDenied, RateLimited
 from lexia.logs import current_request_id
-from lexia.services.keys import with_limits
 
 PUBLIC = {"public": True}
 
@@ -67,23 +66,13 @@ class AuthMiddleware:
             raise PermissionDenied(
                 f"This API key lacks the scope '{required}' required by this route"
             )
-        limits = with_limits(key, _defaults(services))
+        limits = services.limits_of(key)
         state[LIMITS_STATE] = limits
         try:
             decision = await services.limiter.admit(key.id, limits, opt["meters"])
         except RateLimited as exc:
-            state[RL_HEADERS_STATE] = exc.headers
+            # The error response carries the X-RateLimit-* headers and Retry-After itself.
             services.metrics.rate_limited.labels(exc.code).inc()
             raise
         state[RL_HEADERS_STATE] = decision.headers()
         await self.app(scope, receive, send)
-
-
-def _defaults(services: Services) -> dict[str, int]:
-    limits = services.settings.limits
-    return {
-        "requests_per_minute": limits.requests_per_minute,
-        "tokens_per_minute": limits.tokens_per_minute,
-        "audio_seconds_per_hour": limits.audio_seconds_per_hour,
-        "max_concurrent_jobs": limits.max_concurrent_jobs,
-    }

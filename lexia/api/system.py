@@ -17,10 +17,10 @@ from lexia.api.errors import error_response
 from lexia.api.security import PUBLIC, route_opt
 from lexia.engines.base import ModelInfo
 from lexia.errors import AuthenticationFailed, EngineUnavailable, ModelNotFound, ServiceUnavailable
+from lexia.queue import HEARTBEAT_KEY
 from lexia.settings import VERSION
 
 Req = Request[Any, Any, Any]
-HEARTBEAT_KEY = "lexia:worker:heartbeat"
 HEARTBEAT_MAX_AGE = 30.0
 CHECK_TIMEOUT = 2.0
 

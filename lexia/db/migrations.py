@@ -61,7 +61,7 @@ def ensure_database(url: str) -> bool:
             return False
         try:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        except psycopg.errors.DuplicateDatabase:
+        except (psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
             return False  # another process created it between our check and our CREATE
         return True
 

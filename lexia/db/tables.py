@@ -63,6 +63,7 @@ usage_events = Table(
     Column("route", Text, nullable=False),
     Column("method", Text, nullable=False),
     Column("status", SmallInteger, nullable=False),
+    Column("requests", Integer, nullable=False),
     Column("latency_ms", Float, nullable=False),
     Column("kind", Text),
     Column("input_tokens", Integer, nullable=False),

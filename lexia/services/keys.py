@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import re
@@ -130,6 +131,8 @@ class KeyService:
         self._cache_seconds = cache_seconds
         # hash -> (key, monotonic time fetched). Bounded by the number of live keys.
         self._cache: dict[bytes, tuple[ApiKey | None, float]] = {}
+        self._loading: dict[bytes, asyncio.Task[ApiKey | None]] = {}
+        self._generation = 0  # bumped by forget(): loads started earlier must not repopulate
         self._touched: dict[str, float] = {}
         self._pending_touch: dict[str, datetime] = {}
 
@@ -157,10 +160,31 @@ class KeyService:
         return key
 
     async def _lookup(self, digest: bytes) -> ApiKey | None:
+        """The key for a digest, from a cache no older than cache_seconds.
+
+        Under load the entry is refreshed ahead of expiry in the background, and concurrent
+        misses share one query, so requests never queue on the database for their key.
+        """
         cached = self._cache.get(digest)
         clock = time.monotonic()
-        if cached is not None and clock - cached[1] < self._cache_seconds:
-            return cached[0]
+        if cached is not None:
+            age = clock - cached[1]
+            if age < self._cache_seconds:
+                if age >= self._cache_seconds / 2 and digest not in self._loading:
+                    self._start_load(digest)
+                return cached[0]
+        loading = self._loading.get(digest) or self._start_load(digest)
+        return await asyncio.shield(loading)
+
+    def _start_load(self, digest: bytes) -> asyncio.Task[ApiKey | None]:
+        task = asyncio.ensure_future(self._fetch(digest))
+        self._loading[digest] = task
+        task.add_done_callback(lambda _: self._loading.pop(digest, None))
+        return task
+
+    async def _fetch(self, digest: bytes) -> ApiKey | None:
+        clock = time.monotonic()
+        generation = self._generation
         async with self._db.connect() as conn:
             row = (
                 await conn.execute(sa.select(api_keys).where(api_keys.c.key_hash == digest))
@@ -171,7 +195,8 @@ class KeyService:
             key = _row_to_key(row)
         if len(self._cache) > 100_000:
             self._cache.clear()
-        self._cache[digest] = (key, clock)
+        if generation == self._generation:
+            self._cache[digest] = (key, clock)
         return key
 
     async def _rehash(self, key_id: str, old: bytes, new: bytes) -> None:
@@ -210,6 +235,8 @@ class KeyService:
 
     def forget(self, key_id: str | None = None) -> None:
         """Drop cached lookups (all, or those of one key) after a change in this process."""
+        self._generation += 1
+        self._loading.clear()
         if key_id is None:
             self._cache.clear()
             return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -24,47 +25,58 @@ METERS: dict[str, tuple[str, int, str, str]] = {
 }
 
 # GCRA with a burst of the whole period's allowance. State per meter: the theoretical arrival
-# time (TAT, ms). ARGV: now_ms, then for each meter in KEYS order: limit, period_ms, mode
-# (1 = admit one request and debit it, 2 = only require a positive allowance, 0 = skip).
-# Nothing is written unless every meter admits ("refused requests are not counted").
-# Returns, per meter: remaining, reset_ms; then the index of the refusing meter (0 = none)
-# and its retry-after in ms.
+# time (TAT, ms). One call admits a batch of requests in order (requests that arrive in the same
+# event-loop tick share one round trip). ARGV: now_ms, then per admission: the number of meters
+# m, then per meter: limit, period_ms, mode (1 = admit one request and debit it, 2 = only
+# require a positive allowance, 0 = skip); KEYS holds the meters' keys in the same order.
+# Nothing is written for an admission unless all its meters admit ("refused requests are not
+# counted"). Returns per admission: per meter remaining and reset_ms, then the 1-based index
+# of the refusing meter (0 = admitted) and its retry-after in ms.
 _ADMIT = """
 local now = tonumber(ARGV[1])
 local out = {}
-local refused, retry = 0, 0
-local writes = {}
-for i = 1, #KEYS do
-  local limit = tonumber(ARGV[2 + (i - 1) * 3])
-  local period = tonumber(ARGV[3 + (i - 1) * 3])
-  local mode = tonumber(ARGV[4 + (i - 1) * 3])
-  if mode == 0 or limit <= 0 then
-    table.insert(out, -1); table.insert(out, 0)
-  else
-    local t = period / limit
-    local tat = tonumber(redis.call('GET', KEYS[i]) or now)
-    if tat < now then tat = now end
-    local new_tat = tat
-    if mode == 1 then new_tat = tat + t end
-    local used = new_tat - now
-    local ok
-    if mode == 1 then ok = used <= period else ok = used < period end
-    if not ok and refused == 0 then
-      refused = i
-      if mode == 1 then retry = used - period else retry = used - period + 1 end
+local a = 2
+local k = 1
+while a <= #ARGV do
+  local m = tonumber(ARGV[a])
+  a = a + 1
+  local refused, retry = 0, 0
+  local writes = {}
+  for i = 1, m do
+    local key = KEYS[k]
+    local limit = tonumber(ARGV[a])
+    local period = tonumber(ARGV[a + 1])
+    local mode = tonumber(ARGV[a + 2])
+    a = a + 3
+    k = k + 1
+    if mode == 0 or limit <= 0 then
+      table.insert(out, -1); table.insert(out, 0)
+    else
+      local t = period / limit
+      local tat = tonumber(redis.call('GET', key) or now)
+      if tat < now then tat = now end
+      local new_tat = tat
+      if mode == 1 then new_tat = tat + t end
+      local used = new_tat - now
+      local ok
+      if mode == 1 then ok = used <= period else ok = used < period end
+      if not ok and refused == 0 then
+        refused = i
+        if mode == 1 then retry = used - period else retry = used - period + 1 end
+      end
+      if ok and mode == 1 then table.insert(writes, {key, new_tat, used}) end
+      local remaining = math.floor((period - used) / t)
+      if remaining < 0 then remaining = 0 end
+      table.insert(out, remaining); table.insert(out, math.ceil(used))
     end
-    if ok and mode == 1 then table.insert(writes, {KEYS[i], new_tat, used}) end
-    local remaining = math.floor((period - used) / t)
-    if remaining < 0 then remaining = 0 end
-    table.insert(out, remaining); table.insert(out, math.ceil(used))
   end
-end
-if refused == 0 then
-  for _, w in ipairs(writes) do
-    redis.call('SET', w[1], tostring(w[2]), 'PX', math.max(1, math.ceil(w[3])))
+  if refused == 0 then
+    for _, w in ipairs(writes) do
+      redis.call('SET', w[1], tostring(w[2]), 'PX', math.max(1, math.ceil(w[3])))
+    end
   end
+  table.insert(out, refused); table.insert(out, math.ceil(retry))
 end
-table.insert(out, refused); table.insert(out, math.ceil(retry))
 return out
 """
 
@@ -159,6 +171,8 @@ class RedisLimiter:
         self._down_until = 0.0
         self._outage_logged = False
         self._backoff = outage_backoff
+        self._pending: list[tuple[list[str], list[float | int], asyncio.Future[list[int]]]] = []
+        self._in_flight: set[asyncio.Task[None]] = set()
 
     def _key(self, key_id: str, meter: str) -> str:
         return f"{self._ns}:{key_id}:{meter}"
@@ -193,15 +207,14 @@ class RedisLimiter:
             return Decision({m: _unlimited_state(limits[METERS[m][0]]) for m in meters})
         if not self._redis_usable():
             return self._degraded(limits, meters)
-        now_ms = time.time() * 1000.0
         keys: list[str] = []
-        args: list[float | int] = [now_ms]
+        args: list[float | int] = [len(meters)]
         for meter in meters:
             limit_name, period, _, _ = METERS[meter]
             keys.append(self._key(key_id, meter))
             args += [limits[limit_name], period * 1000, 1 if meter == "requests" else 2]
         try:
-            raw = await self._admit(keys=keys, args=args)
+            raw = await self._batched(keys, args)
         except (RedisError, OSError) as exc:
             self._on_outage(exc)
             return self._degraded(limits, meters)
@@ -228,6 +241,42 @@ class RedisLimiter:
                 headers=decision.headers(),
             )
         return decision
+
+    def _batched(self, keys: list[str], args: list[float | int]) -> asyncio.Future[list[int]]:
+        """Queue one admission; every admission queued in this loop tick goes in one call."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[int]] = loop.create_future()
+        self._pending.append((keys, args, future))
+        if len(self._pending) == 1:
+            loop.call_soon(self._flush_pending)
+        return future
+
+    def _flush_pending(self) -> None:
+        batch, self._pending = self._pending, []
+        if batch:
+            task = asyncio.ensure_future(self._send_batch(batch))
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
+
+    async def _send_batch(self, batch: list[tuple[list[str], list[float | int], asyncio.Future[list[int]]]]) -> None:
+        keys: list[str] = []
+        args: list[float | int] = [time.time() * 1000.0]
+        for k, a, _ in batch:
+            keys += k
+            args += a
+        try:
+            raw = await self._admit(keys=keys, args=args)
+        except (RedisError, OSError) as exc:
+            for _, _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        offset = 0
+        for k, _, future in batch:
+            size = 2 * len(k) + 2
+            if not future.done():
+                future.set_result([int(v) for v in raw[offset : offset + size]])
+            offset += size
 
     async def debit(self, key_id: str, meter: str, amount: float, limit: int) -> None:
         """Charge tokens or audio seconds known after admission (never refuses)."""

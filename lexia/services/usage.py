@@ -6,10 +6,12 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime, timedelta
+from operator import attrgetter
 from typing import Any
 
+import psycopg
 import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -42,6 +44,12 @@ class UsageEvent:
     output_tokens: int = 0
     audio_seconds: float = 0.0
     diarization_seconds: float = 0.0
+    requests: int = 1
+
+
+_COPY_COLUMNS = tuple(f.name for f in fields(UsageEvent))
+_COPY_SQL = f"COPY usage_events ({', '.join(_COPY_COLUMNS)}) FROM STDIN"
+_as_row = attrgetter(*_COPY_COLUMNS)
 
 
 class UsageRecorder:
@@ -59,13 +67,28 @@ class UsageRecorder:
         self._interval = flush_interval
         self._batch = batch_size
         self._buffer: list[UsageEvent] = []
+        # (second, tenant, key, route, method, status) -> [count, latency sum, last request id]
+        self._rollup: dict[tuple[datetime, str, str, str, str, int], list[Any]] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._after_flush = after_flush
         self._lock = asyncio.Lock()
 
     def record(self, event: UsageEvent) -> None:
-        """Queue an event for the next batch."""
+        """Queue an event for the next batch; unmetered requests are rolled up per second."""
+        if event.kind is None:
+            slot = (
+                event.created_at.replace(microsecond=0), event.tenant_id, event.key_id,
+                event.route, event.method, event.status,
+            )
+            bucket = self._rollup.get(slot)
+            if bucket is None:
+                self._rollup[slot] = [1, event.latency_ms, event.request_id]
+            else:
+                bucket[0] += 1
+                bucket[1] += event.latency_ms
+                bucket[2] = event.request_id
+            return
         if len(self._buffer) >= MAX_BUFFERED:
             # The database has been unreachable for long: keep the newest, say so once per drop.
             del self._buffer[: self._batch]
@@ -82,18 +105,37 @@ class UsageRecorder:
                     await self._after_flush()
                 except SQLAlchemyError as exc:
                     log.warning("last-used update failed: %s", type(exc).__name__)
+            self._drain_rollup()
             written = 0
             while self._buffer:
                 batch = self._buffer[: self._batch * 4]
                 try:
-                    async with self._db.begin() as conn:
-                        await conn.execute(usage_events.insert(), [asdict(e) for e in batch])
-                except (SQLAlchemyError, OSError) as exc:
+                    await self._copy(batch)
+                except (SQLAlchemyError, OSError, psycopg.Error) as exc:
                     log.warning("usage ledger: write failed (%s); will retry", type(exc).__name__)
                     return written
                 del self._buffer[: len(batch)]
                 written += len(batch)
             return written
+
+    def _drain_rollup(self) -> None:
+        rollup, self._rollup = self._rollup, {}
+        for (second, tenant, key, route, method, status), (count, latency, rid) in rollup.items():
+            self._buffer.append(
+                UsageEvent(
+                    created_at=second, tenant_id=tenant, key_id=key, request_id=rid, route=route,
+                    method=method, status=status, latency_ms=round(latency / count, 3), requests=count,
+                )
+            )
+
+    async def _copy(self, batch: list[UsageEvent]) -> None:
+        """COPY the batch in one transaction (far cheaper per row than INSERT)."""
+        async with self._db.connect() as conn:
+            raw = await conn.get_raw_connection()
+            driver: psycopg.AsyncConnection[Any] = raw.driver_connection  # type: ignore[assignment]
+            async with driver.transaction(), driver.cursor() as cursor, cursor.copy(_COPY_SQL) as copy:
+                for e in batch:
+                    await copy.write_row(_as_row(e))
 
     async def _run(self) -> None:
         while True:
@@ -179,7 +221,7 @@ async def summarize(db: AsyncEngine, tenant_id: str, query: UsageQuery) -> dict[
             day,
             usage_events.c.key_id,
             usage_events.c.kind,
-            sa.func.count().label("requests"),
+            sa.func.sum(usage_events.c.requests).label("requests"),
             sa.func.sum(usage_events.c.input_tokens).label("input_tokens"),
             sa.func.sum(usage_events.c.output_tokens).label("output_tokens"),
             sa.func.sum(audio).label("audio_seconds"),

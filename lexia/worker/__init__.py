@@ -8,9 +8,8 @@ from __future__ import annotations
 import dramatiq
 
 from lexia.logs import configure_logging
-from lexia.queue import make_broker
+from lexia.queue import Heartbeat, make_broker
 from lexia.settings import environment_with_dotenv, load_settings
-from lexia.worker.heartbeat import Heartbeat
 
 settings = load_settings(environment_with_dotenv())
 configure_logging(settings.server.log_level)

@@ -1,0 +1,152 @@
+"""System routes: /, /health, /ready, /metrics, docs, models, and import hygiene."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import redis as sync_redis
+
+from lexia.queue import HEARTBEAT_KEY, Heartbeat
+from tests.conftest import TEST_REDIS_URL, AppFactory, Running, bearer
+from tests.test_auth import assert_error
+
+
+async def test_root_and_health_need_no_key(api: Running) -> None:
+    root = await api.client.get("/")
+    assert root.json() == {
+        "name": "Lexia", "version": "1.0.0", "docs": "/docs", "openapi": "/openapi.json",
+        "health": "/health", "ready": "/ready",
+    }
+    assert (await api.client.get("/health")).json() == {"status": "ok", "version": "1.0.0"}
+
+
+def _beat() -> None:
+    client = sync_redis.Redis.from_url(TEST_REDIS_URL)
+    Heartbeat(TEST_REDIS_URL).beat_once(client)
+    client.close()
+
+
+async def test_ready_names_the_missing_worker(api: Running) -> None:
+    response = await api.client.get("/ready")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "not_ready" and body["checks"]["worker"] == "fail"
+    assert body["checks"]["database"] == "ok" and body["checks"]["redis"] == "ok"
+    assert body["error"]["code"] == "dependency_unavailable" and "worker" in body["error"]["message"]
+    assert response.headers["retry-after"] == "5"
+
+
+async def test_ready_when_everything_answers(api: Running) -> None:
+    _beat()
+    response = await api.client.get("/ready")
+    assert response.status_code == 200, response.text
+    assert response.json() == {
+        "status": "ready",
+        "checks": {"database": "ok", "redis": "ok", "worker": "ok", "llm": "ok", "stt": "ok", "diarization": "ok"},
+    }
+
+
+async def test_stale_heartbeat_fails_readiness(api: Running) -> None:
+    client = sync_redis.Redis.from_url(TEST_REDIS_URL)
+    client.set(HEARTBEAT_KEY, repr(time.time() - 31))
+    client.close()
+    assert (await api.client.get("/ready")).json()["checks"]["worker"] == "fail"
+
+
+async def test_disabled_engine_never_fails_readiness(start_app: AppFactory) -> None:
+    api = await start_app(LEXIA_DIARIZATION_ENABLED="false")
+    _beat()
+    response = await api.client.get("/ready")
+    assert response.status_code == 200
+    assert response.json()["checks"]["diarization"] == "disabled"
+    _, secret = await api.make_key("llm")
+    kinds = [m["kind"] for m in (await api.client.get("/v1/models", headers=bearer(secret))).json()["data"]]
+    assert kinds == ["llm", "stt"]
+
+
+async def test_metrics_count_requests_by_route_and_status(api: Running) -> None:
+    _, secret = await api.make_key("llm", limits={"requests_per_minute": 1})
+    await api.client.get("/v1/models", headers=bearer(secret))
+    await api.client.get("/v1/models", headers=bearer(secret))
+    text = (await api.client.get("/metrics")).text
+    assert 'lexia_http_requests_total{method="GET",route="/v1/models",status="200"} 1.0' in text
+    assert 'lexia_http_requests_total{method="GET",route="/v1/models",status="429"} 1.0' in text
+    assert 'lexia_rate_limited_total{limit="rate_limit_exceeded"} 1.0' in text
+    assert "lexia_http_request_duration_seconds_bucket" in text
+    assert secret not in text
+
+
+async def test_metrics_token_required_when_set(start_app: AppFactory) -> None:
+    api = await start_app(LEXIA_METRICS_TOKEN="scrape-me")
+    assert_error(await api.client.get("/metrics"), 401, "invalid_api_key")
+    ok = await api.client.get("/metrics", headers={"Authorization": "Bearer scrape-me"})
+    assert ok.status_code == 200 and ok.headers["content-type"].startswith("text/plain")
+
+
+async def test_models_list_and_lookup_by_alias(api: Running) -> None:
+    _, secret = await api.make_key("stt")
+    models = (await api.client.get("/v1/models", headers=bearer(secret))).json()
+    assert models["object"] == "list"
+    llm = models["data"][0]
+    assert llm["kind"] == "llm" and llm["context_length"] > 0 and llm["owned_by"] == "lexia"
+    stt = (await api.client.get("/v1/models/whisper-1", headers=bearer(secret))).json()
+    assert stt["kind"] == "stt" and "whisper-1" in stt["aliases"]
+    assert_error(await api.client.get("/v1/models/gpt-9", headers=bearer(secret)), 404, "model_not_found")
+
+
+async def test_docs_served_and_can_be_disabled(start_app: AppFactory) -> None:
+    api = await start_app()
+    spec = await api.client.get("/openapi.json")
+    assert spec.status_code == 200 and spec.json()["openapi"].startswith("3.1")
+    assert "/v1/admin/keys" in spec.json()["paths"]
+    assert (await api.client.get("/docs")).status_code == 200
+    off = await start_app(LEXIA_DOCS_ENABLED="false")
+    assert_error(await off.client.get("/openapi.json"), 404, "not_found")
+    assert (await off.client.get("/docs")).status_code == 404
+
+
+async def test_cors_is_off_by_default_and_never_credentials_with_star(start_app: AppFactory) -> None:
+    api = await start_app()
+    plain = await api.client.get("/health", headers={"Origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in plain.headers
+    star = await start_app(LEXIA_CORS_ORIGINS="*")
+    response = await star.client.get("/health", headers={"Origin": "https://app.example"})
+    assert response.headers["access-control-allow-origin"] == "*"
+    assert "access-control-allow-credentials" not in response.headers
+
+
+def test_importing_the_app_loads_no_heavy_engine_library() -> None:
+    code = (
+        "import sys, lexia.app, lexia.engines.fakes\n"
+        "heavy = [m for m in ('torch', 'vllm', 'faster_whisper', 'ctranslate2', 'pyannote') if m in sys.modules]\n"
+        "print(heavy)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "[]", done.stderr
+
+
+async def test_worker_process_heartbeat_makes_the_api_ready(api: Running) -> None:
+    import asyncio
+    import os
+    from pathlib import Path
+
+    from tests.conftest import BASE_ENV
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, **BASE_ENV}
+    worker = subprocess.Popen(
+        [str(Path(sys.executable).parent / "dramatiq"), "lexia.worker.actors", "--processes", "1", "--threads", "1"],
+        env=env, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    try:
+        for _ in range(60):
+            if (await api.client.get("/ready")).status_code == 200:
+                break
+            await asyncio.sleep(0.25)
+        response = await api.client.get("/ready")
+        assert response.status_code == 200, response.text
+    finally:
+        worker.terminate()
+        worker.wait(timeout=20)
