@@ -8,7 +8,7 @@ comma := ,
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
 .DEFAULT_GOAL := help
-.PHONY: help install start serve worker migrate create-key test test-real lint bench env
+.PHONY: help install start serve worker migrate create-key test lint bench bench-llm bench-stt bench-jobs env services
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -21,10 +21,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv and install Lexia (EXTRAS=dev by default; EXTRAS=dev,gpu for real engines)
 
+services: ## start the local PostgreSQL and Redis if they are not answering
+	@bin/local-services
+
 env: ## write .env with a generated key pepper if there is none
 	@bin/ensure-env
 
-start: install env migrate ## serve the API on LEXIA_HOST:LEXIA_PORT together with the worker
+start: install env services migrate ## serve the API on LEXIA_HOST:LEXIA_PORT together with the worker
 	@bin/start
 
 serve: install env ## serve the API only (no worker, no migrations)
@@ -40,8 +43,8 @@ create-key: install env ## create a key: make create-key NAME=me SCOPES='*' [TEN
 	@bin/lexia-key create --name "$(or $(NAME),default)" --scopes "$(or $(SCOPES),*)" --tenant "$(or $(TENANT),default)"
 
 test: install ## run the test suite (real PostgreSQL and Redis, fake engines)
-	@bin/test-services
-	$(PY) -m pytest -q
+	@bin/local-services
+	$(PY) -m pytest -q $(ARGS)
 
 lint: install ## ruff, mypy and the import contracts
 	$(VENV)/bin/ruff check lexia tests benchmarks
