@@ -58,7 +58,7 @@ def _wait_up(url: str, headers: dict[str, str], timeout: float = 30) -> bytes:
     deadline = time.time() + timeout
     while time.time() < deadline:
         try:
-            with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=1) as r:  # noqa: S310
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=1) as r:
                 return bytes(r.read())
         except OSError:
             time.sleep(0.2)

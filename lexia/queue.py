@@ -16,7 +16,7 @@ log = logging.getLogger("lexia.worker")
 
 def make_broker(redis_url: str, *, namespace: str = "lexia") -> RedisBroker:
     """A Redis broker; jobs carry ids only, so messages stay small."""
-    return RedisBroker(url=redis_url, namespace=namespace)
+    return RedisBroker(url=redis_url, namespace=namespace)  # type: ignore[no-untyped-call]
 
 HEARTBEAT_KEY = "lexia:worker:heartbeat"
 INTERVAL = 5.0

@@ -74,11 +74,11 @@ def _from_http_exception(exc: HTTPException) -> LexiaError:
     if isinstance(exc, NotFoundException):
         return NotFound("Unknown route or resource")
     if isinstance(exc, MethodNotAllowedException):
-        error = MethodNotAllowed("Method not allowed for this route")
+        not_allowed = MethodNotAllowed("Method not allowed for this route")
         allow = (exc.headers or {}).get("Allow") or (exc.headers or {}).get("allow")
         if allow:
-            error.headers["Allow"] = allow
-        return error
+            not_allowed.headers["Allow"] = allow
+        return not_allowed
     if isinstance(exc, ValidationException):
         return _from_validation(exc)
     if exc.status_code == HTTP_413_REQUEST_ENTITY_TOO_LARGE:
@@ -90,11 +90,9 @@ def _from_http_exception(exc: HTTPException) -> LexiaError:
         if "JSON" in detail or "json" in detail:
             return InvalidJSON("The request body is not valid JSON")
         return InvalidRequest("Malformed request")
-    error = LexiaError("Request failed")
-    error.status = exc.status_code  # type: ignore[misc]
-    error.type = "invalid_request_error" if exc.status_code < 500 else "server_error"  # type: ignore[misc]
-    error.code = "malformed_request" if exc.status_code < 500 else "internal_error"  # type: ignore[misc]
-    return error
+    if exc.status_code < 500:
+        return InvalidRequest("Malformed request")
+    return InternalError("Request failed")
 
 
 def _from_validation(exc: ValidationException) -> LexiaError:

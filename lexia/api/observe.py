@@ -6,6 +6,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from litestar.enums import ScopeType
 from litestar.types import Message, Scope
 
 from lexia.api.deps import KEY_STATE, RL_HEADERS_STATE, USAGE_STATE, Services
@@ -27,7 +28,8 @@ def record_request(scope: Scope, status: int | None = None) -> None:
     elapsed = time.perf_counter() - state.get(T0_STATE, time.perf_counter())
     code = status or state.get(STATUS_STATE, 500)
     route = scope.get("path_template") or "unmatched"
-    svc.metrics.observe_request(route, scope.get("method", ""), code, elapsed)
+    method = str(scope.get("method", ""))
+    svc.metrics.observe_request(route, method, code, elapsed)
     key = state.get(KEY_STATE)
     if key is None:
         return
@@ -41,7 +43,7 @@ def record_request(scope: Scope, status: int | None = None) -> None:
             key_id=key.id,
             request_id=request_id(scope),
             route=route,
-            method=scope.get("method", ""),
+            method=method,
             status=code,
             latency_ms=round(elapsed * 1000.0, 3),
             **metered,
@@ -59,8 +61,7 @@ async def observe(message: Message, scope: Scope) -> None:
             extra.append((name.lower().encode(), value.encode()))
         message["headers"] = [*message.get("headers", ()), *extra]
         state[STATUS_STATE] = message["status"]
-    elif message["type"] == "http.response.body" and not message.get("more_body", False):
-        if scope["type"] == "http":
-            record_request(scope)
+    elif message["type"] == "http.response.body" and not message.get("more_body", False) and scope["type"] == ScopeType.HTTP:
+        record_request(scope)
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
+from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from lexia.api.deps import KEY_STATE, LIMITS_STATE, RL_HEADERS_STATE, Services
@@ -11,7 +13,7 @@ from lexia.api.requestid import request_id
 from lexia.errors import AuthenticationFailed, PermissionDenied, RateLimited
 from lexia.logs import current_request_id
 
-PUBLIC = {"public": True}
+PUBLIC: dict[str, Any] = {"public": True}
 
 
 def route_opt(scope_name: str | None = None, *meters: str) -> dict[str, Any]:
@@ -19,7 +21,7 @@ def route_opt(scope_name: str | None = None, *meters: str) -> dict[str, Any]:
     return {"scope": scope_name, "meters": ("requests", *meters)}
 
 
-def presented_key(headers: list[tuple[bytes, bytes]]) -> str:
+def presented_key(headers: Iterable[tuple[bytes, bytes]]) -> str:
     """The key from Authorization (Bearer or bare) or x-api-key; Authorization wins."""
     authorization: bytes | None = None
     api_key: bytes | None = None
@@ -52,7 +54,7 @@ class AuthMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        opt = scope["route_handler"].opt if scope["type"] == "http" else PUBLIC
+        opt: dict[str, Any] = scope["route_handler"].opt if scope["type"] == ScopeType.HTTP else PUBLIC
         if opt.get("public") or "meters" not in opt:
             await self.app(scope, receive, send)
             return
