@@ -3,27 +3,29 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from typing import Any
 
 import redis.asyncio as aioredis
 from litestar import Litestar
 from litestar.config.cors import CORSConfig
-from litestar.datastructures import MutableScopeHeaders
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
-from litestar.types import Message, Receive, Scope, Send
+from litestar.types import Receive, Send
 
-from lexia.api.deps import KEY_STATE, RL_HEADERS_STATE, USAGE_STATE, Services
+from lexia.api.audio import create_transcription, create_translation
+from lexia.api.chat import chat_completions, completions
+from lexia.api.deps import Services
 from lexia.api.errors import handle_exception
 from lexia.api.keys import KeyController, TenantController
-from lexia.api.requestid import request_id
+from lexia.api.observe import T0_STATE, observe
 from lexia.api.security import AuthMiddleware
 from lexia.api.system import get_model, health, list_models, metrics, openapi_document, ready, root
+from lexia.api.transcriptions import TranscriptController, sync_jobs_lifespan
 from lexia.api.usage import usage
 from lexia.db import open_db
 from lexia.engines import Engines, open_engines
@@ -31,13 +33,10 @@ from lexia.logs import configure_logging
 from lexia.metrics import Metrics
 from lexia.services.keys import KeyService
 from lexia.services.limits import RedisLimiter
-from lexia.services.usage import UsageEvent, UsageRecorder
+from lexia.services.usage import UsageRecorder
 from lexia.settings import VERSION, Settings, environment_with_dotenv, load_settings
 
 log = logging.getLogger("lexia.app")
-T0_STATE = "lexia.t0"
-DONE_STATE = "lexia.done"
-STATUS_STATE = "lexia.status"
 
 
 class LexiaApp(Litestar):
@@ -47,53 +46,6 @@ class LexiaApp(Litestar):
         if scope["type"] == "http":
             scope.setdefault("state", {})[T0_STATE] = time.perf_counter()
         await super().__call__(scope, receive, send)
-
-
-def record_request(scope: Scope, status: int | None = None) -> None:
-    """Metrics and the usage event of a finished request; runs once per request."""
-    state = scope["state"]
-    if state.get(DONE_STATE):
-        return
-    state[DONE_STATE] = True
-    svc: Services = scope["litestar_app"].state.services
-    elapsed = time.perf_counter() - state.get(T0_STATE, time.perf_counter())
-    code = status or state.get(STATUS_STATE, 500)
-    route = scope.get("path_template") or "unmatched"
-    svc.metrics.requests.labels(route, scope.get("method", ""), str(code)).inc()
-    svc.metrics.request_seconds.labels(route).observe(elapsed)
-    key = state.get(KEY_STATE)
-    if key is None:
-        return
-    if svc.metrics.per_key:
-        svc.metrics.key_requests.labels(key.id).inc()
-    metered: dict[str, Any] = state.get(USAGE_STATE) or {}
-    svc.usage.record(
-        UsageEvent(
-            created_at=datetime.now(UTC),
-            tenant_id=key.tenant_id,
-            key_id=key.id,
-            request_id=request_id(scope),
-            route=route,
-            method=scope.get("method", ""),
-            status=code,
-            latency_ms=round(elapsed * 1000.0, 3),
-            **metered,
-        )
-    )
-
-
-async def observe(message: Message, scope: Scope) -> None:
-    """before_send hook: request id and rate-limit headers, then metrics and usage at the end."""
-    if message["type"] == "http.response.start":
-        headers = MutableScopeHeaders.from_message(message)
-        headers["X-Request-ID"] = request_id(scope)
-        state = scope["state"]
-        for name, value in (state.get(RL_HEADERS_STATE) or {}).items():
-            headers[name] = value
-        state[STATUS_STATE] = message["status"]
-    elif message["type"] == "http.response.body" and not message.get("more_body", False):
-        if scope["type"] == "http":
-            record_request(scope)
 
 
 def _settings_from_env() -> Settings:
@@ -149,6 +101,10 @@ def create_app(settings: Settings | None = None, engines: Engines | None = None)
                 engines=loaded,
                 metrics=metrics_registry,
             )
+            # Objects made at start-up live for the whole process: keep them out of GC scans,
+            # which otherwise stall the loop for tens of milliseconds under load.
+            gc.collect()
+            gc.freeze()
             log.info("lexia %s ready (engines: %s)", VERSION, loaded.mode)
             yield
 
@@ -164,11 +120,16 @@ def create_app(settings: Settings | None = None, engines: Engines | None = None)
             metrics,
             list_models,
             get_model,
+            chat_completions,
+            completions,
             usage,
             KeyController,
             TenantController,
+            TranscriptController,
+            create_transcription,
+            create_translation,
         ],
-        lifespan=[lifespan],
+        lifespan=[lifespan, sync_jobs_lifespan],
         middleware=[DefineMiddleware(AuthMiddleware)],
         before_send=[observe],
         exception_handlers={Exception: handle_exception},

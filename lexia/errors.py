@@ -213,3 +213,37 @@ class ProcessingTimeout(LexiaError):
     status = 504
     type = "server_error"
     code = "processing_timeout"
+
+
+class InvalidURL(ValidationFailed):
+    """422: a URL that is not http(s), has user info, or is too long."""
+
+    code = "invalid_url"
+
+
+class UrlNotAllowed(ValidationFailed):
+    """422: the SSRF guard refused the target address (API.md §7.5)."""
+
+    code = "url_not_allowed"
+
+
+class AudioFetchFailed(ValidationFailed):
+    """422: an audio_url download failed (status, network error or timeout)."""
+
+    code = "audio_fetch_failed"
+
+
+class UnsupportedLanguage(ValidationFailed):
+    """422: the STT model does not know this language."""
+
+    code = "unsupported_language"
+
+
+class ClientDisconnected(InvalidRequest):
+    """400: the client went away while its request body was being received."""
+
+
+class TranscriptionFailed(LexiaError):
+    """500: the STT engine failed on a sync route."""
+
+    code = "transcription_failed"

@@ -85,21 +85,93 @@ class EngineSettings(msgspec.Struct, frozen=True, kw_only=True):
     llm_tool_parser: str = ""
     llm_max_n: int = 8
     llm_max_queued: int = 256
+    llm_dtype: str = "auto"
+    llm_quantization: str = ""
+    llm_tensor_parallel_size: int = 1
+    llm_chat_template: str = ""
+    llm_enforce_eager: bool = False
+    llm_max_num_seqs: int = 0
     stt_model: str = "large-v3"
     stt_model_aliases: tuple[str, ...] = ("whisper-1",)
     stt_compute_type: str = "float16"
     stt_beam_size: int = 5
     stt_vad: bool = True
     stt_default_language: str = "auto"
+    stt_device: str = "auto"
+    stt_device_index: int = 0
+    stt_cpu_threads: int = 0
+    stt_num_workers: int = 1
+    stt_batch_size: int = 1
+    stt_temperature_fallback: bool = True
     diarization_model: str = "pyannote/speaker-diarization-community-1"
+    diarization_device: str = "auto"
     max_speakers: int = 20
+    # Fakes only: wall-clock seconds spent per second of audio (0 = as fast as possible), so
+    # development and tests can watch progress, cancel and kill workers mid-job.
+    fake_delay: float = 0.0
+
+
+class AudioSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """Audio intake, storage and duration limits."""
+
+    storage_dir: str = "./data/audio"
+    max_upload_bytes: int = 2 * 1024**3
+    max_audio_seconds: float = 14_400
+    sync_max_audio_seconds: float = 1_800
+    sync_timeout_seconds: float = 600
+    fetch_timeout_seconds: float = 300
+    ssrf_allowlist: tuple[str, ...] = ()
+
+
+class JobSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """Async jobs and idempotency."""
+
+    queue_max_depth: int = 1000
+    max_attempts: int = 3
+    timeout_seconds: float = 3600
+    idempotency_ttl_seconds: int = 86_400
+    # A running job renews its lease this often; a job whose lease has lapsed (its worker died)
+    # is re-enqueued by the sweeper.
+    lease_seconds: float = 30
+    sweep_interval_seconds: float = 10
+    # A queued job not started this long after its last enqueue is enqueued again (the
+    # interval doubles with each re-enqueue), so a lost message never strands a job.
+    requeue_after_seconds: float = 120
+    progress_interval_seconds: float = 1.0
+
+
+class WebhookSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """Webhook delivery."""
+
+    timeout_seconds: float = 10
+    retry_schedule: str = "30s,2m,5m,15m,30m,1h,2h,6h,12h"
+    secret_grace_hours: float = 24
+
+    def retry_delays(self) -> tuple[float, ...]:
+        """The schedule in seconds: `30s,2m,1h,1d` (a bare number is seconds); ValueError if malformed."""
+        units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+        delays: list[float] = []
+        for part in self.retry_schedule.split(","):
+            text = part.strip().lower()
+            if not text:
+                continue
+            unit = next((u for u in ("ms", "s", "m", "h", "d") if text.endswith(u)), "")
+            number = text[: len(text) - len(unit)] if unit else text
+            try:
+                value = float(number) * units.get(unit, 1.0)
+            except ValueError:
+                raise ValueError(f"bad delay {part.strip()!r}") from None
+            if not value >= 0:
+                raise ValueError(f"bad delay {part.strip()!r}")
+            delays.append(value)
+        return tuple(delays)
 
 
 class UsageSettings(msgspec.Struct, frozen=True, kw_only=True):
     """Usage-ledger batching."""
 
     flush_interval_seconds: float = 1.0
-    batch_size: int = 500
+    batch_size: int = 2000
 
 
 class RetentionSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -107,6 +179,7 @@ class RetentionSettings(msgspec.Struct, frozen=True, kw_only=True):
 
     audio_hours: int = 0
     result_days: int = 30
+    purge_interval_seconds: float = 300
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -117,6 +190,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     security: SecuritySettings = SecuritySettings()
     limits: LimitSettings = LimitSettings()
     engines: EngineSettings = EngineSettings()
+    audio: AudioSettings = AudioSettings()
+    jobs: JobSettings = JobSettings()
+    webhooks: WebhookSettings = WebhookSettings()
     usage: UsageSettings = UsageSettings()
     retention: RetentionSettings = RetentionSettings()
 
@@ -171,14 +247,52 @@ _ENV_NAMES: dict[str, dict[str, str]] = {
         "llm_tool_parser": "LEXIA_LLM_TOOL_PARSER",
         "llm_max_n": "LEXIA_LLM_MAX_N",
         "llm_max_queued": "LEXIA_LLM_MAX_QUEUED",
+        "llm_dtype": "LEXIA_LLM_DTYPE",
+        "llm_quantization": "LEXIA_LLM_QUANTIZATION",
+        "llm_tensor_parallel_size": "LEXIA_LLM_TENSOR_PARALLEL_SIZE",
+        "llm_chat_template": "LEXIA_LLM_CHAT_TEMPLATE",
+        "llm_enforce_eager": "LEXIA_LLM_ENFORCE_EAGER",
+        "llm_max_num_seqs": "LEXIA_LLM_MAX_NUM_SEQS",
         "stt_model": "LEXIA_STT_MODEL",
         "stt_model_aliases": "LEXIA_STT_MODEL_ALIASES",
         "stt_compute_type": "LEXIA_STT_COMPUTE_TYPE",
         "stt_beam_size": "LEXIA_STT_BEAM_SIZE",
         "stt_vad": "LEXIA_STT_VAD",
         "stt_default_language": "LEXIA_STT_DEFAULT_LANGUAGE",
+        "stt_device": "LEXIA_STT_DEVICE",
+        "stt_device_index": "LEXIA_STT_DEVICE_INDEX",
+        "stt_cpu_threads": "LEXIA_STT_CPU_THREADS",
+        "stt_num_workers": "LEXIA_STT_NUM_WORKERS",
+        "stt_batch_size": "LEXIA_STT_BATCH_SIZE",
+        "stt_temperature_fallback": "LEXIA_STT_TEMPERATURE_FALLBACK",
         "diarization_model": "LEXIA_DIARIZATION_MODEL",
+        "diarization_device": "LEXIA_DIARIZATION_DEVICE",
         "max_speakers": "LEXIA_MAX_SPEAKERS",
+        "fake_delay": "LEXIA_FAKE_ENGINE_DELAY",
+    },
+    "audio": {
+        "storage_dir": "LEXIA_STORAGE_DIR",
+        "max_upload_bytes": "LEXIA_MAX_UPLOAD_BYTES",
+        "max_audio_seconds": "LEXIA_MAX_AUDIO_SECONDS",
+        "sync_max_audio_seconds": "LEXIA_SYNC_MAX_AUDIO_SECONDS",
+        "sync_timeout_seconds": "LEXIA_SYNC_TIMEOUT_SECONDS",
+        "fetch_timeout_seconds": "LEXIA_AUDIO_FETCH_TIMEOUT_SECONDS",
+        "ssrf_allowlist": "LEXIA_SSRF_ALLOWLIST",
+    },
+    "jobs": {
+        "queue_max_depth": "LEXIA_QUEUE_MAX_DEPTH",
+        "max_attempts": "LEXIA_JOB_MAX_ATTEMPTS",
+        "timeout_seconds": "LEXIA_JOB_TIMEOUT_SECONDS",
+        "idempotency_ttl_seconds": "LEXIA_IDEMPOTENCY_TTL_SECONDS",
+        "lease_seconds": "LEXIA_JOB_LEASE_SECONDS",
+        "sweep_interval_seconds": "LEXIA_JOB_SWEEP_SECONDS",
+        "requeue_after_seconds": "LEXIA_JOB_REQUEUE_SECONDS",
+        "progress_interval_seconds": "LEXIA_JOB_PROGRESS_SECONDS",
+    },
+    "webhooks": {
+        "timeout_seconds": "LEXIA_WEBHOOK_TIMEOUT_SECONDS",
+        "retry_schedule": "LEXIA_WEBHOOK_RETRY_SCHEDULE",
+        "secret_grace_hours": "LEXIA_WEBHOOK_SECRET_GRACE_HOURS",
     },
     "usage": {
         "flush_interval_seconds": "LEXIA_USAGE_FLUSH_SECONDS",
@@ -187,6 +301,7 @@ _ENV_NAMES: dict[str, dict[str, str]] = {
     "retention": {
         "audio_hours": "LEXIA_RETENTION_AUDIO_HOURS",
         "result_days": "LEXIA_RETENTION_RESULT_DAYS",
+        "purge_interval_seconds": "LEXIA_RETENTION_PURGE_SECONDS",
     },
 }
 
@@ -196,11 +311,14 @@ _SECTIONS: dict[str, type[msgspec.Struct]] = {
     "security": SecuritySettings,
     "limits": LimitSettings,
     "engines": EngineSettings,
+    "audio": AudioSettings,
+    "jobs": JobSettings,
+    "webhooks": WebhookSettings,
     "usage": UsageSettings,
     "retention": RetentionSettings,
 }
 
-_TUPLE_FIELDS = {"cors_origins", "llm_aliases", "stt_model_aliases"}
+_TUPLE_FIELDS = {"cors_origins", "llm_aliases", "stt_model_aliases", "ssrf_allowlist"}
 
 
 def _dec_hook(kind: type, obj: Any) -> Any:
@@ -240,7 +358,7 @@ def _explain(section: str, message: str) -> str:
     if "$." in message:
         field = message.rsplit("$.", 1)[1].rstrip("`")
         var = _ENV_NAMES[section].get(field, field)
-        return f"{var}: {message.split(' - at ')[0]}"
+        return f"{var}: {message.split(' - at ', maxsplit=1)[0]}"
     return message
 
 
@@ -270,6 +388,12 @@ def _check(settings: Settings, env: Mapping[str, str]) -> None:
         raise SettingsError("LEXIA_LLM_GPU_MEMORY_UTILIZATION must be in (0, 1]")
     if settings.server.port <= 0 or settings.server.port > 65535:
         raise SettingsError("LEXIA_PORT must be between 1 and 65535")
+    try:
+        settings.webhooks.retry_delays()
+    except ValueError as exc:
+        raise SettingsError(f"LEXIA_WEBHOOK_RETRY_SCHEDULE: {exc} (use e.g. 30s,2m,1h)") from None
+    if settings.jobs.lease_seconds <= 0 or settings.jobs.max_attempts < 1:
+        raise SettingsError("LEXIA_JOB_LEASE_SECONDS must be > 0 and LEXIA_JOB_MAX_ATTEMPTS >= 1")
 
 
 def read_dotenv(path: Path) -> dict[str, str]:
@@ -277,8 +401,8 @@ def read_dotenv(path: Path) -> dict[str, str]:
     values: dict[str, str] = {}
     if not path.is_file():
         return values
-    for line in path.read_text().splitlines():
-        line = line.strip()
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
         if not line or line.startswith("#") or "=" not in line:
             continue
         key, _, value = line.partition("=")

@@ -58,6 +58,7 @@ async def test_usage_sums_per_day_key_and_kind(api: Running) -> None:
         _event(key.id, "llm", today, input_tokens=7, output_tokens=3),
         _event(key.id, "stt", today, audio_seconds=61.5),
         _event(key.id, "diarization", today, diarization_seconds=30.25),
+        _event(key.id, "stt", today, audio_seconds=10.0, diarization_seconds=10.0),
         _event(key.id, "llm", yesterday, input_tokens=100, output_tokens=1),
         _event(key.id, None, today),
         _event(other.id, "llm", today, input_tokens=1000, output_tokens=1000),
@@ -74,8 +75,10 @@ async def test_usage_sums_per_day_key_and_kind(api: Running) -> None:
         "date": end, "key_id": key.id, "kind": "llm", "requests": 2,
         "input_tokens": 17, "output_tokens": 8, "audio_seconds": 0.0,
     }
-    assert rows[(end, "stt")]["audio_seconds"] == 61.5
-    assert rows[(end, "diarization")]["audio_seconds"] == 30.25
+    assert rows[(end, "stt")]["audio_seconds"] == 71.5 and rows[(end, "stt")]["requests"] == 2
+    # The diarization step of a speaker_labels transcription counts as diarization too.
+    assert rows[(end, "diarization")]["audio_seconds"] == 40.25
+    assert rows[(end, "diarization")]["requests"] == 2
     assert body["totals"]["llm"] == {"requests": 3, "input_tokens": 117, "output_tokens": 9, "audio_seconds": 0.0}
     everyone = (await api.client.get(f"/v1/usage?start={start}&end={end}&key_id=all&kind=llm", headers=bearer(secret))).json()
     assert everyone["totals"] == {"llm": {"requests": 4, "input_tokens": 1117, "output_tokens": 1009, "audio_seconds": 0.0}}

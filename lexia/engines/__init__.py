@@ -84,9 +84,10 @@ def fake_engines(settings: EngineSettings) -> Engines:
             context_length=settings.llm_max_model_len or 4096,
         )
     if settings.stt_enabled:
-        engines.stt = FakeSTT(aliases=settings.stt_model_aliases)
+        # FakeSTT emits one segment per 5 s of audio; LEXIA_FAKE_ENGINE_DELAY is per audio second.
+        engines.stt = FakeSTT(aliases=settings.stt_model_aliases, segment_delay=5 * settings.fake_delay)
     if settings.diarization_enabled:
-        engines.diarizer = FakeDiarizer()
+        engines.diarizer = FakeDiarizer(delay=settings.fake_delay)
     return engines
 
 

@@ -50,15 +50,21 @@ class TokenLogprob:
 
 @dataclass(frozen=True, slots=True)
 class LLMRequest:
-    """One generation request, already validated; messages are plain role/content dicts."""
+    """One validated generation request; messages are role/content dicts with string content.
+
+    `tool_choice` is "none", "auto", "required" or the name of one function (forced).
+    `response_format` is {"type": "json_object"} or {"type": "json_schema", "schema": {...}}.
+    `stream` tells the engine whether the caller consumes chunks as they come (True) or only the
+    aggregate (False), so it may pick a cheaper output mode; the chunks' meaning is the same.
+    """
 
     request_id: str
     model: str
     messages: Sequence[dict[str, Any]] | None = None  # chat
     prompt: str | None = None  # legacy completions
-    max_tokens: int | None = None
+    max_tokens: int | None = None  # None = up to the remaining context
     n: int = 1
-    temperature: float | None = None
+    temperature: float | None = None  # None = the model's generation default
     top_p: float | None = None
     top_k: int | None = None
     min_p: float | None = None
@@ -70,15 +76,22 @@ class LLMRequest:
     stop: tuple[str, ...] = ()
     logit_bias: dict[int, float] | None = None
     logprobs: int | None = None  # number of top logprobs wanted, None = no logprobs
-    echo: bool = False
-    tools: Sequence[dict[str, Any]] | None = None
-    tool_choice: str | dict[str, Any] | None = None
+    tools: Sequence[dict[str, Any]] | None = None  # OpenAI function tool objects
+    tool_choice: str = "none"
+    parallel_tool_calls: bool = True
     response_format: dict[str, Any] | None = None
+    stream: bool = True
 
 
 @dataclass(frozen=True, slots=True)
 class LLMChunk:
-    """A streamed piece of one choice; token counts are cumulative for the whole request."""
+    """A streamed piece of one choice; token counts are cumulative for the whole request.
+
+    The first chunk of every stream is an *acceptance* chunk: index 0, no text, no finish
+    reason, the prompt token count and zero completion tokens. It is yielded once the engine
+    has validated and queued the request, so request errors (context length, invalid
+    options) are raised before it and never after.
+    """
 
     index: int
     text: str = ""
@@ -100,7 +113,11 @@ class LLMEngine(Protocol):
         ...
 
     def stream(self, request: LLMRequest) -> AsyncIterator[LLMChunk]:
-        """Generate; cancelling the iteration aborts the request in the engine."""
+        """Generate; closing or cancelling the iteration aborts the request in the engine."""
+        ...
+
+    def in_flight(self) -> int:
+        """Requests submitted and neither finished nor aborted."""
         ...
 
     async def check(self) -> None:
@@ -142,7 +159,7 @@ class STTOptions:
 
 @dataclass(frozen=True, slots=True)
 class Word:
-    """A recognised word with times in seconds."""
+    """A recognised word with times in seconds; `interpolated` when the engine gave no usable timing."""
 
     text: str
     start: float
@@ -161,6 +178,7 @@ class Segment:
     text: str
     words: tuple[Word, ...] = ()
     tokens: tuple[int, ...] = ()
+    seek: int = 0
     temperature: float = 0.0
     avg_logprob: float = 0.0
     compression_ratio: float = 0.0
@@ -184,7 +202,12 @@ class Transcript:
 
 @runtime_checkable
 class STTEngine(Protocol):
-    """Speech to text with word timings."""
+    """Speech to text with word timings.
+
+    `transcribe` reports progress (0..1, from segment end times) and hands each segment to
+    `on_segment` as soon as it is decoded; both callbacks run on the event loop. Cancelling
+    the call stops the work at the next segment boundary and frees the engine.
+    """
 
     model_ids: Sequence[str]
 
@@ -192,11 +215,16 @@ class STTEngine(Protocol):
         """The model this engine serves."""
         ...
 
+    def languages(self) -> frozenset[str]:
+        """Language codes the model can transcribe (Whisper codes, e.g. `en`, `fr`, `haw`)."""
+        ...
+
     async def transcribe(
         self,
         audio: Audio,
         options: STTOptions,
         progress: Callable[[float], None] | None = None,
+        on_segment: Callable[[Segment], None] | None = None,
     ) -> Transcript:
         """Transcribe; progress is called with 0..1 as segments complete."""
         ...

@@ -22,10 +22,10 @@ NonNegative = Annotated[int, Meta(ge=0, le=2_000_000_000)]
 class KeyLimits(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Per-key limits; null = server default, 0 = unlimited."""
 
-    requests_per_minute: NonNegative | None | UnsetType = UNSET
-    tokens_per_minute: NonNegative | None | UnsetType = UNSET
-    audio_seconds_per_hour: NonNegative | None | UnsetType = UNSET
-    max_concurrent_jobs: NonNegative | None | UnsetType = UNSET
+    requests_per_minute: NonNegative | UnsetType | None = UNSET
+    tokens_per_minute: NonNegative | UnsetType | None = UNSET
+    audio_seconds_per_hour: NonNegative | UnsetType | None = UNSET
+    max_concurrent_jobs: NonNegative | UnsetType | None = UNSET
 
     def given(self) -> dict[str, int | None]:
         """Only the fields the client sent."""
@@ -48,15 +48,15 @@ class KeyPatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
     name: Annotated[str, Meta(min_length=1, max_length=100)] | UnsetType = UNSET
     scopes: Annotated[list[str], Meta(min_length=1)] | UnsetType = UNSET
-    limits: KeyLimits | None | UnsetType = UNSET
-    expires_at: datetime | None | UnsetType = UNSET
+    limits: KeyLimits | UnsetType | None = UNSET
+    expires_at: datetime | UnsetType | None = UNSET
 
 
 class TenantPatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """PATCH /v1/admin/tenant."""
 
-    audio_retention_hours: Annotated[int, Meta(ge=0, le=8760)] | None | UnsetType = UNSET
-    result_retention_days: Annotated[int, Meta(ge=0, le=3650)] | None | UnsetType = UNSET
+    audio_retention_hours: Annotated[int, Meta(ge=0, le=8760)] | UnsetType | None = UNSET
+    result_retention_days: Annotated[int, Meta(ge=0, le=3650)] | UnsetType | None = UNSET
 
 
 def key_object(key: Any, plaintext: str | None = None) -> dict[str, Any]:

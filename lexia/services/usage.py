@@ -210,35 +210,39 @@ async def summarize(db: AsyncEngine, tenant_id: str, query: UsageQuery) -> dict[
     """Rows per day, key and kind with non-zero usage, plus totals per kind (§8.5)."""
     lo = datetime.combine(query.start, datetime.min.time(), tzinfo=UTC)
     hi = datetime.combine(query.end + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
-    day = sa.func.date(sa.func.timezone("UTC", usage_events.c.created_at)).label("day")
-    # A diarization event's seconds are in diarization_seconds; every other kind's in audio_seconds.
-    audio = sa.case(
-        (usage_events.c.kind == "diarization", usage_events.c.diarization_seconds),
-        else_=usage_events.c.audio_seconds,
-    )
+    ev = usage_events.c
+    scope = [ev.tenant_id == tenant_id, ev.created_at >= lo, ev.created_at < hi]
+    if query.key_id is not None:
+        scope.append(ev.key_id == query.key_id)
+    # Each event counts under its kind; a diarization event's seconds are in diarization_seconds.
+    # The diarization step of a speaker_labels transcription (an stt event carrying
+    # diarization_seconds) also counts as one diarization request with those seconds.
+    own = sa.select(
+        ev.created_at, ev.key_id, ev.kind, ev.requests, ev.input_tokens, ev.output_tokens,
+        sa.case((ev.kind == "diarization", ev.diarization_seconds), else_=ev.audio_seconds).label("seconds"),
+    ).where(*scope, ev.kind.is_not(None))
+    step = sa.select(
+        ev.created_at, ev.key_id, sa.literal("diarization").label("kind"), ev.requests,
+        sa.literal(0).label("input_tokens"), sa.literal(0).label("output_tokens"),
+        ev.diarization_seconds.label("seconds"),
+    ).where(*scope, ev.kind == "stt", ev.diarization_seconds > 0)
+    events = sa.union_all(own, step).subquery()
+    day = sa.func.date(sa.func.timezone("UTC", events.c.created_at)).label("day")
     stmt = (
         sa.select(
             day,
-            usage_events.c.key_id,
-            usage_events.c.kind,
-            sa.func.sum(usage_events.c.requests).label("requests"),
-            sa.func.sum(usage_events.c.input_tokens).label("input_tokens"),
-            sa.func.sum(usage_events.c.output_tokens).label("output_tokens"),
-            sa.func.sum(audio).label("audio_seconds"),
+            events.c.key_id,
+            events.c.kind,
+            sa.func.sum(events.c.requests).label("requests"),
+            sa.func.sum(events.c.input_tokens).label("input_tokens"),
+            sa.func.sum(events.c.output_tokens).label("output_tokens"),
+            sa.func.sum(events.c.seconds).label("audio_seconds"),
         )
-        .where(
-            usage_events.c.tenant_id == tenant_id,
-            usage_events.c.created_at >= lo,
-            usage_events.c.created_at < hi,
-            usage_events.c.kind.is_not(None),
-        )
-        .group_by(day, usage_events.c.key_id, usage_events.c.kind)
-        .order_by(day, usage_events.c.key_id, usage_events.c.kind)
+        .group_by(day, events.c.key_id, events.c.kind)
+        .order_by(day, events.c.key_id, events.c.kind)
     )
     if query.kind is not None:
-        stmt = stmt.where(usage_events.c.kind == query.kind)
-    if query.key_id is not None:
-        stmt = stmt.where(usage_events.c.key_id == query.key_id)
+        stmt = stmt.where(events.c.kind == query.kind)
     async with db.connect() as conn:
         if query.key_id is not None:
             owned = await conn.execute(
