@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import uuid
 
 import pytest
 import redis.asyncio as aioredis
@@ -102,7 +103,8 @@ async def test_api_refuses_with_503_when_redis_down_and_failing_closed(start_app
 @pytest.fixture
 async def limiter() -> RedisLimiter:
     client = aioredis.from_url(TEST_REDIS_URL)
-    return RedisLimiter(client, namespace="test:rl")
+    # A namespace of its own, so runs that happen to share a Redis db cannot interfere.
+    return RedisLimiter(client, namespace=f"test:rl:{uuid.uuid4().hex}")
 
 
 async def test_token_allowance_may_go_negative_then_refuses(limiter: RedisLimiter) -> None:
