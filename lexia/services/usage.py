@@ -73,6 +73,7 @@ class UsageRecorder:
         self._task: asyncio.Task[None] | None = None
         self._after_flush = after_flush
         self._lock = asyncio.Lock()
+        self._stopping = False
 
     def record(self, event: UsageEvent) -> None:
         """Queue an event for the next batch; unmetered requests are rolled up per second."""
@@ -138,7 +139,7 @@ class UsageRecorder:
                     await copy.write_row(_as_row(e))
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self._interval)
             self._wake.clear()
@@ -150,11 +151,11 @@ class UsageRecorder:
             self._task = asyncio.create_task(self._run(), name="usage-flusher")
 
     async def stop(self) -> None:
-        """Stop the flusher and write what is left."""
+        """Let the flusher finish its current write (never cancelled mid-COPY), then flush the rest."""
+        self._stopping = True
+        self._wake.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await self._task
             self._task = None
         await self.flush()
 

@@ -1,0 +1,165 @@
+"""OpenAI Chat Completions and Completions request bodies (unknown fields tolerated)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+Temperature = Annotated[float, Meta(ge=0, le=2)]
+Probability = Annotated[float, Meta(ge=0, le=1)]
+Penalty = Annotated[float, Meta(ge=-2, le=2)]
+Positive = Annotated[int, Meta(ge=1)]
+Role = Literal["system", "developer", "user", "assistant", "tool"]
+
+
+class ContentPart(msgspec.Struct, kw_only=True):
+    """One part of a message content array; only `text` parts are served."""
+
+    type: str
+    text: str | None = None
+
+
+class FunctionCall(msgspec.Struct, kw_only=True):
+    """A function name with its JSON arguments (as a string) in an assistant message."""
+
+    name: str
+    arguments: str = ""
+
+
+class ToolCall(msgspec.Struct, kw_only=True):
+    """A tool call carried by an assistant message of the history."""
+
+    id: str
+    type: str = "function"
+    function: FunctionCall
+
+
+class ChatMessage(msgspec.Struct, kw_only=True):
+    """A message of any role; role-specific rules are checked by the chat service."""
+
+    role: Role
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
+
+
+class FunctionDefinition(msgspec.Struct, kw_only=True):
+    """The function of a tool."""
+
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class Tool(msgspec.Struct, kw_only=True):
+    """A tool offered to the model (only `function` tools are served)."""
+
+    type: str
+    function: FunctionDefinition | None = None
+
+
+class ToolChoiceFunction(msgspec.Struct, kw_only=True):
+    """The name of a forced function."""
+
+    name: str
+
+
+class NamedToolChoice(msgspec.Struct, kw_only=True):
+    """tool_choice forcing one function."""
+
+    type: str
+    function: ToolChoiceFunction
+
+
+class JSONSchemaFormat(msgspec.Struct, kw_only=True):
+    """The `json_schema` member of response_format."""
+
+    name: str
+    description: str | None = None
+    schema_: dict[str, Any] | None = msgspec.field(default=None, name="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(msgspec.Struct, kw_only=True):
+    """response_format: text, json_object or json_schema."""
+
+    type: str
+    json_schema: JSONSchemaFormat | None = None
+
+
+class StreamOptions(msgspec.Struct, kw_only=True):
+    """stream_options."""
+
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(msgspec.Struct, kw_only=True):
+    """POST /v1/chat/completions (API.md §3.2), fields in OpenAI's order, then vLLM's."""
+
+    model: str
+    messages: Annotated[list[ChatMessage], Meta(min_length=1)]
+    frequency_penalty: Penalty | None = None
+    logit_bias: dict[str, Annotated[float, Meta(ge=-100, le=100)]] | None = None
+    logprobs: bool | None = None
+    top_logprobs: Annotated[int, Meta(ge=0, le=20)] | None = None
+    max_completion_tokens: Positive | None = None
+    max_tokens: Positive | None = None
+    n: Positive | None = None
+    presence_penalty: Penalty | None = None
+    response_format: ResponseFormat | None = None
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    stream: bool | None = None
+    stream_options: StreamOptions | None = None
+    temperature: Temperature | None = None
+    top_p: Probability | None = None
+    tools: list[Tool] | None = None
+    tool_choice: str | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    user: str | None = None
+    top_k: Annotated[int, Meta(ge=-1)] | None = None
+    min_p: Probability | None = None
+    repetition_penalty: Annotated[float, Meta(gt=0, le=2)] | None = None
+    min_tokens: Annotated[int, Meta(ge=0)] | None = None
+
+
+class CompletionRequest(msgspec.Struct, kw_only=True):
+    """POST /v1/completions (API.md §3.3)."""
+
+    model: str
+    prompt: str | list[str] | None = None
+    echo: bool | None = None
+    frequency_penalty: Penalty | None = None
+    logit_bias: dict[str, Annotated[float, Meta(ge=-100, le=100)]] | None = None
+    logprobs: Annotated[int, Meta(ge=0, le=5)] | None = None
+    max_tokens: Positive | None = None
+    n: Positive | None = None
+    presence_penalty: Penalty | None = None
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    stream: bool | None = None
+    stream_options: StreamOptions | None = None
+    temperature: Temperature | None = None
+    top_p: Probability | None = None
+    user: str | None = None
+    top_k: Annotated[int, Meta(ge=-1)] | None = None
+    min_p: Probability | None = None
+    repetition_penalty: Annotated[float, Meta(gt=0, le=2)] | None = None
+    min_tokens: Annotated[int, Meta(ge=0)] | None = None
+
+
+def unknown_fields(raw: Mapping[str, Any], kind: type[msgspec.Struct]) -> list[str]:
+    """Top-level and per-message field names of a raw body that `kind` does not declare."""
+    known = set(kind.__struct_encode_fields__)
+    names = [name for name in raw if name not in known]
+    if kind is ChatCompletionRequest and isinstance(raw.get("messages"), list):
+        message_fields = set(ChatMessage.__struct_encode_fields__)
+        for message in raw["messages"]:
+            if isinstance(message, dict):
+                names += [f"messages.*.{name}" for name in message if name not in message_fields]
+    return list(dict.fromkeys(names))
