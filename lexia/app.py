@@ -15,22 +15,40 @@ from litestar.config.cors import CORSConfig
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
-from litestar.types import Receive, Send
 
 from lexia.api.audio import create_transcription, create_translation
 from lexia.api.chat import chat_completions, completions
 from lexia.api.deps import Services
+from lexia.api.diarization import (
+    create_diarization_job,
+    create_diarization_sync,
+    delete_diarization,
+    diarization_lifespan,
+    export_rttm,
+    get_diarization,
+    list_diarizations,
+)
 from lexia.api.errors import handle_exception
+from lexia.api.jobs import cancel_job, get_job, list_jobs
 from lexia.api.keys import KeyController, TenantController
 from lexia.api.observe import T0_STATE, observe
 from lexia.api.security import AuthMiddleware
 from lexia.api.system import get_model, health, list_models, metrics, openapi_document, ready, root
+from lexia.api.transcript_jobs import (
+    create_transcript_job,
+    delete_transcript,
+    get_transcript_audio,
+    list_transcripts,
+)
 from lexia.api.transcriptions import TranscriptController, sync_jobs_lifespan
 from lexia.api.usage import usage
+from lexia.api.webhooks import get_delivery, get_secret, list_deliveries, redeliver, rotate_secret
 from lexia.db import open_db
 from lexia.engines import Engines, open_engines
 from lexia.logs import configure_logging
 from lexia.metrics import Metrics
+from lexia.queue import DramatiqQueue, make_broker
+from lexia.services.jobs import JobQueue
 from lexia.services.keys import KeyService
 from lexia.services.limits import RedisLimiter
 from lexia.services.usage import UsageRecorder
@@ -42,7 +60,7 @@ log = logging.getLogger("lexia.app")
 class LexiaApp(Litestar):
     """Litestar with a start time stamped on every HTTP request before routing."""
 
-    async def __call__(self, scope: Any, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
             scope.setdefault("state", {})[T0_STATE] = time.perf_counter()
         await super().__call__(scope, receive, send)
@@ -52,8 +70,10 @@ def _settings_from_env() -> Settings:
     return load_settings(environment_with_dotenv())
 
 
-def create_app(settings: Settings | None = None, engines: Engines | None = None) -> Litestar:
-    """Build the app; engines are loaded in the lifespan unless given (tests, benchmarks)."""
+def create_app(
+    settings: Settings | None = None, engines: Engines | None = None, queue: JobQueue | None = None
+) -> Litestar:
+    """Build the app; engines and the job queue are opened in the lifespan unless given (tests, benchmarks)."""
     settings = settings or _settings_from_env()
     configure_logging(settings.server.log_level)
 
@@ -86,6 +106,11 @@ def create_app(settings: Settings | None = None, engines: Engines | None = None)
             )
             recorder.start()
             stack.push_async_callback(recorder.stop)
+            job_queue = queue
+            if job_queue is None:
+                broker = make_broker(settings.data.redis_url.reveal())
+                stack.callback(broker.client.close)
+                job_queue = DramatiqQueue(broker)
             app.state.services = Services(
                 settings=settings,
                 db=db,
@@ -100,6 +125,7 @@ def create_app(settings: Settings | None = None, engines: Engines | None = None)
                 usage=recorder,
                 engines=loaded,
                 metrics=metrics_registry,
+                queue=job_queue,
             )
             # Objects made at start-up live for the whole process: keep them out of GC scans,
             # which otherwise stall the loop for tens of milliseconds under load.
@@ -128,8 +154,26 @@ def create_app(settings: Settings | None = None, engines: Engines | None = None)
             TranscriptController,
             create_transcription,
             create_translation,
+            create_transcript_job,
+            list_transcripts,
+            delete_transcript,
+            get_transcript_audio,
+            create_diarization_job,
+            create_diarization_sync,
+            list_diarizations,
+            get_diarization,
+            delete_diarization,
+            export_rttm,
+            list_jobs,
+            get_job,
+            cancel_job,
+            get_secret,
+            rotate_secret,
+            list_deliveries,
+            get_delivery,
+            redeliver,
         ],
-        lifespan=[lifespan, sync_jobs_lifespan],
+        lifespan=[lifespan, sync_jobs_lifespan, diarization_lifespan],
         middleware=[DefineMiddleware(AuthMiddleware)],
         before_send=[observe],
         exception_handlers={Exception: handle_exception},

@@ -247,3 +247,9 @@ class TranscriptionFailed(LexiaError):
     """500: the STT engine failed on a sync route."""
 
     code = "transcription_failed"
+
+
+class DiarizationFailed(LexiaError):
+    """500: the diarization engine failed on a sync route."""
+
+    code = "diarization_failed"

@@ -138,6 +138,8 @@ class JobSettings(msgspec.Struct, frozen=True, kw_only=True):
     # interval doubles with each re-enqueue), so a lost message never strands a job.
     requeue_after_seconds: float = 120
     progress_interval_seconds: float = 1.0
+    # Longest pause of an idle worker between two looks at its queues (Dramatiq's worker timeout).
+    poll_seconds: float = 0.05
 
 
 class WebhookSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -288,6 +290,7 @@ _ENV_NAMES: dict[str, dict[str, str]] = {
         "sweep_interval_seconds": "LEXIA_JOB_SWEEP_SECONDS",
         "requeue_after_seconds": "LEXIA_JOB_REQUEUE_SECONDS",
         "progress_interval_seconds": "LEXIA_JOB_PROGRESS_SECONDS",
+        "poll_seconds": "LEXIA_WORKER_POLL_SECONDS",
     },
     "webhooks": {
         "timeout_seconds": "LEXIA_WEBHOOK_TIMEOUT_SECONDS",

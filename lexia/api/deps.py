@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -16,9 +18,16 @@ from lexia.engines import Engines
 from lexia.errors import InvalidJSON, PayloadTooLarge, UnknownParameter, UnsupportedMediaType, ValidationFailed
 from lexia.ids import is_id
 from lexia.metrics import Metrics
+from lexia.services.deliveries import DeliveryLog
+from lexia.services.execution import JobRunner
+from lexia.services.jobs import JobQueue
 from lexia.services.keys import ApiKey, KeyService, with_limits
+from lexia.services.lifecycle import Lifecycle
 from lexia.services.limits import RedisLimiter
+from lexia.services.retention import Retention
+from lexia.services.submission import Submitter
 from lexia.services.usage import UsageRecorder
+from lexia.services.webhooks import SecretStore
 from lexia.settings import Settings
 
 T = TypeVar("T")
@@ -41,8 +50,17 @@ class Services:
     usage: UsageRecorder
     engines: Engines
     metrics: Metrics
+    queue: JobQueue | None = None
     started_at: float = field(default_factory=time.time)
     _limits: dict[str, tuple[ApiKey, dict[str, int]]] = field(default_factory=dict)
+    _jobs: JobServices | None = None
+
+    @property
+    def jobs(self) -> JobServices:
+        """The job services of this process (built on first use)."""
+        if self._jobs is None:
+            self._jobs = JobServices.build(self)
+        return self._jobs
 
     def limits_of(self, key: ApiKey) -> dict[str, int]:
         """The key's effective limits, computed once per cached key object."""
@@ -63,6 +81,44 @@ class Services:
             self._limits.clear()
         self._limits[key.id] = (key, limits)
         return limits
+
+
+@dataclass
+class JobServices:
+    """Submission, transitions, deletion, the delivery log and sync runs of one API process."""
+
+    submitter: Submitter
+    lifecycle: Lifecycle
+    retention: Retention
+    runner: JobRunner
+    deliveries: DeliveryLog
+    secrets: SecretStore
+
+    @classmethod
+    def build(cls, svc: Services) -> JobServices:
+        """Assemble from the app's services."""
+        settings = svc.settings
+        queue: JobQueue = svc.queue if svc.queue is not None else _NoQueue()
+        name = f"api:{socket.gethostname()}:{os.getpid()}"
+        lifecycle = Lifecycle(
+            svc.db, queue, svc.limiter, lease_seconds=settings.jobs.lease_seconds,
+            max_attempts=settings.jobs.max_attempts,
+        )
+        return cls(
+            submitter=Submitter(svc.db, svc.redis, svc.queue, svc.limiter, settings, worker=name),
+            lifecycle=lifecycle,
+            retention=Retention(lifecycle),
+            runner=JobRunner(lifecycle, svc.engines, settings, worker=name),
+            deliveries=DeliveryLog(svc.db),
+            secrets=SecretStore(svc.db),
+        )
+
+
+class _NoQueue:
+    """Without a broker nothing is sent; the worker's sweeper enqueues what it finds."""
+
+    async def enqueue(self, actor: str, item_id: str, *, delay: float | None = None) -> None:
+        raise ConnectionError("no job queue configured")
 
 
 def services(request: Request[Any, Any, Any]) -> Services:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import time
 from typing import Any
@@ -14,6 +15,7 @@ from redis.exceptions import RedisError
 
 from lexia.api.deps import Services, services
 from lexia.api.errors import error_response
+from lexia.api.jobs import refresh_job_gauges
 from lexia.api.security import PUBLIC, route_opt
 from lexia.engines.base import ModelInfo
 from lexia.errors import AuthenticationFailed, EngineUnavailable, ModelNotFound, ServiceUnavailable
@@ -121,6 +123,8 @@ async def metrics(request: Req) -> Response[bytes]:
             return error_response(
                 AuthenticationFailed("A valid metrics token is required", code="invalid_api_key")
             )
+    with contextlib.suppress(sa.exc.SQLAlchemyError, OSError, TimeoutError):
+        await asyncio.wait_for(refresh_job_gauges(svc), CHECK_TIMEOUT)
     return Response(
         svc.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
     )

@@ -21,6 +21,7 @@ from lexia.intake import Spool, StoredAudio, fetch_url
 from lexia.netguard import NetGuard
 from lexia.schemas.transcripts import TRANSCRIPT_LIST_FIELDS, TRANSCRIPT_OBJECT_FIELDS, TranscriptRequest
 from lexia.services import formats
+from lexia.services.resources import transcript_view
 from lexia.services.tenants import TenantService
 from lexia.services.transcription import options_from_request, require_diarizer, require_stt
 from lexia.services.transcripts import (
@@ -194,10 +195,11 @@ class TranscriptController(Controller):
 
     @get("/{transcript_id:str}", opt=route_opt("stt"))
     async def get_transcript(self, request: Req) -> dict[str, Any]:
-        """One transcript of the caller's tenant."""
+        """One transcript of the caller's tenant (its queue position while queued; nulls once erased)."""
         transcript_id = request.path_params["transcript_id"]
         row = await TranscriptStore(services(request).db).get(caller(request).tenant_id, transcript_id)
-        return transcript_object(row)
+        positions = await services(request).jobs.lifecycle.store.queue_positions([row])
+        return transcript_view(row, positions.get(row.id))
 
     @get("/{transcript_id:str}/srt", opt=route_opt("stt"))
     async def export_srt(self, request: Req) -> Response[str]:

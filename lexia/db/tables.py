@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Float,
@@ -108,6 +109,11 @@ jobs = Table(
     _ts("expires_at"),
     _ts("audio_expires_at"),
     _ts("deleted_at"),
+    Column("idempotency_fingerprint", Text),
+    _ts("idempotency_expires_at"),
+    _ts("enqueued_at"),
+    Column("enqueues", Integer, nullable=False),
+    Column("worker", Text),
 )
 
 webhook_deliveries = Table(
@@ -123,6 +129,7 @@ webhook_deliveries = Table(
     Column("attempts", JSONB, nullable=False),
     _ts("next_attempt_at"),
     _ts("created_at", nullable=False),
+    Column("manual", Boolean, nullable=False),
 )
 
 webhook_secrets = Table(

@@ -1,0 +1,150 @@
+"""Diarization resources (§5): options, running the diarizer, the result, the object and RTTM."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from lexia.engines import Engines
+from lexia.engines.base import Audio, DiarizeOptions, SpeakerTurn
+from lexia.errors import ValidationFailed
+from lexia.schemas.diarization import DiarizationRequest
+from lexia.schemas.lexia import iso
+from lexia.services.speakers import speaker_label
+from lexia.services.transcription import check_speakers, require_diarizer
+from lexia.settings import EngineSettings
+
+ALIASES = (
+    ("speakers_expected", "num_speakers"),
+    ("min_speakers_expected", "min_speakers"),
+    ("max_speakers_expected", "max_speakers"),
+)
+SUMMARY_FIELDS = (
+    "id", "object", "status", "audio_url", "audio_filename", "audio_duration", "speaker_count", "error",
+    "created_at", "completed_at", "deleted_at",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DiarizationOptions:
+    """Validated options of one diarization (stored in the job's `options`)."""
+
+    model: str
+    speakers_expected: int | None = None
+    min_speakers_expected: int | None = None
+    max_speakers_expected: int | None = None
+
+    def diarize_options(self) -> DiarizeOptions:
+        """Speaker-count hints for the engine."""
+        return DiarizeOptions(
+            num_speakers=self.speakers_expected,
+            min_speakers=self.min_speakers_expected,
+            max_speakers=self.max_speakers_expected,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> DiarizationOptions:
+        """Inverse of to_json (unknown keys ignored)."""
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+def options_from_request(
+    request: DiarizationRequest, engines: Engines, settings: EngineSettings, *, sync: bool
+) -> DiarizationOptions:
+    """Validate a §5 request (aliases resolved; 422 with the offending param, 503 without a diarizer)."""
+    diarizer = require_diarizer(engines, param="diarization")
+    if sync:
+        for name in ("webhook_url", "webhook_auth_header_name", "webhook_auth_header_value"):
+            if getattr(request, name) is not None:
+                raise ValidationFailed(f"{name} is not allowed on sync routes (use POST /v1/diarization)", param=name)
+    values: dict[str, int | None] = {}
+    for canonical, alias in ALIASES:
+        given, aliased = getattr(request, canonical), getattr(request, alias)
+        if given is not None and aliased is not None:
+            raise ValidationFailed(f"Send {canonical} or its alias {alias}, not both", param=alias)
+        values[canonical] = given if given is not None else aliased
+    check_speakers(
+        speakers_expected=values["speakers_expected"],
+        min_speakers=values["min_speakers_expected"],
+        max_speakers=values["max_speakers_expected"],
+        max_allowed=settings.max_speakers,
+    )
+    return DiarizationOptions(model=diarizer.info().id, **values)
+
+
+def diarization_result(turns: Sequence[SpeakerTurn]) -> dict[str, Any]:
+    """Segments (ms, sorted by start, labelled A, B… by first appearance) and per-speaker totals."""
+    ordered = sorted(turns, key=lambda t: (t.start, t.end))
+    labels: dict[str, str] = {}
+    segments: list[dict[str, Any]] = []
+    totals: dict[str, list[int]] = {}
+    for turn in ordered:
+        start, end = round(turn.start * 1000), round(turn.end * 1000)
+        if end <= start:
+            continue
+        label = labels.setdefault(turn.speaker, speaker_label(len(labels)))
+        segments.append({"speaker": label, "start": start, "end": end})
+        total = totals.setdefault(label, [0, 0])
+        total[0] += end - start
+        total[1] += 1
+    speakers = [{"speaker": s, "duration": d, "segment_count": n} for s, (d, n) in totals.items()]
+    return {"segments": segments, "speakers": speakers, "speaker_count": len(speakers)}
+
+
+async def diarize_audio(engines: Engines, audio: Audio, options: DiarizationOptions) -> dict[str, Any]:
+    """Run the diarizer and shape its turns."""
+    diarizer = require_diarizer(engines, param="diarization")
+    return diarization_result(await diarizer.diarize(audio, options.diarize_options()))
+
+
+def diarization_object(row: Any, queue_position: int | None = None) -> dict[str, Any]:
+    """The §5 diarization object; results are null until `completed`, erased in a tombstone."""
+    options: dict[str, Any] = row.options or {}
+    done = row.status == "completed"
+    result: dict[str, Any] = (row.result or {}) if done else {}
+    erased = row.deleted_at is not None
+    return {
+        "id": row.id,
+        "object": "diarization",
+        "status": row.status,
+        "audio_url": row.audio_url,
+        "audio_filename": row.audio_filename,
+        "audio_duration": round(row.audio_duration, 3) if done and row.audio_duration is not None else None,
+        "model": options.get("model"),
+        "speakers_expected": options.get("speakers_expected"),
+        "min_speakers_expected": options.get("min_speakers_expected"),
+        "max_speakers_expected": options.get("max_speakers_expected"),
+        "speaker_count": result.get("speaker_count"),
+        "speakers": None if erased else result.get("speakers"),
+        "segments": None if erased else result.get("segments"),
+        "progress": round(float(row.progress), 4),
+        "queue_position": queue_position if row.status == "queued" else None,
+        "error": row.error_message if row.status == "error" else None,
+        "error_code": row.error_code if row.status == "error" else None,
+        "webhook_url": row.webhook_url,
+        "webhook_auth": row.webhook_auth_header_name is not None,
+        "webhook_auth_header_name": row.webhook_auth_header_name,
+        "webhook_status_code": row.webhook_status_code,
+        "audio_retention_hours": row.audio_retention_hours,
+        "result_retention_days": row.result_retention_days,
+        "metadata": row.metadata,
+        "created_at": iso(row.created_at),
+        "completed_at": iso(row.finished_at) if done else None,
+        "expires_at": iso(row.expires_at),
+        "deleted_at": iso(row.deleted_at),
+    }
+
+
+def rttm(row: Any) -> str:
+    """RTTM: one SPEAKER line per segment, file id = the diarization id, seconds with 3 decimals."""
+    lines = [
+        f"SPEAKER {row.id} 1 {s['start'] / 1000:.3f} {(s['end'] - s['start']) / 1000:.3f} <NA> <NA> {s['speaker']} "
+        "<NA> <NA>"
+        for s in (row.result or {}).get("segments") or []
+    ]
+    return "".join(line + "\n" for line in lines)
