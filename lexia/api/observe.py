@@ -61,7 +61,11 @@ async def observe(message: Message, scope: Scope) -> None:
             extra.append((name.lower().encode(), value.encode()))
         message["headers"] = [*message.get("headers", ()), *extra]
         state[STATUS_STATE] = message["status"]
-    elif message["type"] == "http.response.body" and not message.get("more_body", False) and scope["type"] == ScopeType.HTTP:
+    elif (
+        message["type"] == "http.response.body"
+        and not message.get("more_body", False)
+        and scope["type"] == ScopeType.HTTP
+    ):
         record_request(scope)
 
 
