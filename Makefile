@@ -16,7 +16,7 @@ help: ## list the targets
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
+	$(PY) -m pip install -q $(if $(findstring gpu,$(EXTRAS)),-c constraints/gpu.txt) -e '.[$(EXTRAS)]'
 	@touch $@
 
 install: $(STAMP) ## create .venv and install Lexia (EXTRAS=dev by default; EXTRAS=dev,gpu for real engines)
@@ -53,3 +53,12 @@ lint: install ## ruff, mypy and the import contracts
 
 bench: install env migrate ## gateway benchmark (wrk): Lexia vs a bare Litestar app
 	$(PY) benchmarks/gateway.py
+
+bench-llm: install env ## LLM streaming through Lexia vs the engine direct (FakeLLM)
+	$(PY) benchmarks/llm.py
+
+bench-jobs: install env migrate ## 1,000 async jobs through the API and workers (fake engines)
+	$(PY) benchmarks/jobs.py
+
+bench-stt: env ## sync route vs faster-whisper direct, PyAV vs ffmpeg, upload RSS (needs bin/install-cpu-engines)
+	.venv-engines/bin/python benchmarks/stt.py
