@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -97,7 +98,8 @@ def _wrk(url: str, connections: int, seconds: int, headers: dict[str, str]) -> d
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--seconds", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--port", type=int, default=8311)
     args = parser.parse_args()
     if not shutil.which("wrk"):
@@ -111,29 +113,36 @@ def main() -> int:
         "LEXIA_ENGINES": "fake", "LEXIA_PORT": str(args.port), "LEXIA_LOG_LEVEL": "WARNING",
     }
     url = f"http://127.0.0.1:{args.port}/v1/models"
+    bare_url = f"http://127.0.0.1:{args.port + 1}/v1/models"
     lexia = _serve([*_pin(server_cpu), sys.executable, "-m", "lexia.serve"], env)
-    results: dict[tuple[str, int], dict[str, float]] = {}
+    bare: subprocess.Popen[bytes] | None = None
+    runs: dict[tuple[str, int], list[dict[str, float]]] = {}
     try:
         body = _wait_up(url, auth)
-        _wrk(url, 8, 2, auth)  # warm-up
+        bare = _serve(
+            [*_pin(server_cpu), sys.executable, "-m", "uvicorn", "benchmarks.bare_app:app",
+             "--port", str(args.port + 1), "--no-access-log", "--log-level", "warning"],
+            {**env, "BARE_BODY": body.decode()},
+        )
+        _wait_up(bare_url, {})
+        _wrk(url, 64, 3, auth)  # warm-up both
+        _wrk(bare_url, 64, 3, {})
+        # Alternate the two servers round by round, so drift in the machine's load hits both.
         for conns in (1, 64):
-            results[("lexia", conns)] = _wrk(url, conns, args.seconds, auth)
+            for _ in range(args.rounds):
+                runs.setdefault(("lexia", conns), []).append(_wrk(url, conns, args.seconds, auth))
+                runs.setdefault(("bare", conns), []).append(_wrk(bare_url, conns, args.seconds, {}))
     finally:
         _stop(lexia)
-    bare_env = {**env, "BARE_BODY": body.decode()}
-    bare = _serve(
-        [*_pin(server_cpu), sys.executable, "-m", "uvicorn", "benchmarks.bare_app:app", "--port", str(args.port),
-         "--no-access-log", "--log-level", "warning"],
-        bare_env,
+        if bare is not None:
+            _stop(bare)
+    results = {
+        k: {m: statistics.median(r[m] for r in v) for m in ("rps", "p50", "p99", "errors")} for k, v in runs.items()
+    }
+    print(
+        f"\nGET /v1/models, uvicorn 1 process on CPU {server_cpu}, wrk on CPU {_cpus()[1]}, "
+        f"median of {args.rounds} alternating runs of {args.seconds} s\n"
     )
-    try:
-        _wait_up(url, {})
-        _wrk(url, 8, 2, {})
-        for conns in (1, 64):
-            results[("bare", conns)] = _wrk(url, conns, args.seconds, {})
-    finally:
-        _stop(bare)
-    print(f"\nGET /v1/models, uvicorn 1 process on CPU {server_cpu}, wrk on CPU {_cpus()[1]}, {args.seconds} s per row\n")
     print("| server | connections | req/s | p50 ms | p99 ms | non-2xx | throughput vs bare |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for conns in (1, 64):

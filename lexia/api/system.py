@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hmac
 import time
 from typing import Any
@@ -146,10 +147,17 @@ def model_object(info: ModelInfo) -> dict[str, Any]:
     return body
 
 
+@functools.lru_cache(maxsize=16)
+def _models_body(models: tuple[ModelInfo, ...]) -> bytes:
+    # ModelInfo is frozen: the same models always encode to the same bytes.
+    return msgspec.json.encode({"object": "list", "data": [model_object(m) for m in models]})
+
+
 @get("/v1/models", opt=route_opt(None))
-async def list_models(request: Req) -> dict[str, Any]:
+async def list_models(request: Req) -> Response[bytes]:
     """Every served model."""
-    return {"object": "list", "data": [model_object(m) for m in services(request).engines.models()]}
+    body = _models_body(tuple(services(request).engines.models()))
+    return Response(body, media_type="application/json")
 
 
 @get("/v1/models/{model_id:path}", opt=route_opt(None))
