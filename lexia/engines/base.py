@@ -9,6 +9,8 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
+from lexia.errors import ContextLengthExceeded
+
 ModelKind = Literal["llm", "stt", "diarization"]
 ModelStatus = Literal["ready", "loading", "unavailable", "disabled"]
 
@@ -81,6 +83,20 @@ class LLMRequest:
     parallel_tool_calls: bool = True
     response_format: dict[str, Any] | None = None
     stream: bool = True
+
+
+def completion_budget(request: LLMRequest, prompt_tokens: int, context_length: int) -> int:
+    """Tokens the completion may use; ContextLengthExceeded when prompt + max_tokens overflow."""
+    where = "messages" if request.messages is not None else "prompt"
+    wanted = request.max_tokens or 0
+    if prompt_tokens >= context_length or prompt_tokens + wanted > context_length:
+        raise ContextLengthExceeded(
+            f"This model's maximum context length is {context_length} tokens. However, "
+            f"you requested {prompt_tokens + wanted} tokens ({prompt_tokens} in the {where}, "
+            f"{wanted} in the completion). Please reduce the length of the {where} or completion.",
+            param=where,
+        )
+    return request.max_tokens or context_length - prompt_tokens
 
 
 @dataclass(frozen=True, slots=True)

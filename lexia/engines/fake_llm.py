@@ -41,8 +41,8 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from lexia.engines.base import LLMChunk, LLMRequest, ModelInfo, TokenLogprob, ToolCallDelta
-from lexia.errors import ContextLengthExceeded, InternalError
+from lexia.engines.base import LLMChunk, LLMRequest, ModelInfo, TokenLogprob, ToolCallDelta, completion_budget
+from lexia.errors import InternalError
 
 MESSAGE_OVERHEAD_TOKENS = 3
 TOKEN_LOGPROB = -0.25
@@ -208,16 +208,7 @@ class FakeLLM:
         return ""
 
     def _limit(self, request: LLMRequest, prompt_tokens: int) -> int:
-        where = "messages" if request.messages is not None else "prompt"
-        wanted = request.max_tokens or 0
-        if prompt_tokens >= self.context_length or prompt_tokens + wanted > self.context_length:
-            raise ContextLengthExceeded(
-                f"This model's maximum context length is {self.context_length} tokens. However, "
-                f"you requested {prompt_tokens + wanted} tokens ({prompt_tokens} in the {where}, "
-                f"{wanted} in the completion). Please reduce the length of the {where} or completion.",
-                param=where,
-            )
-        return request.max_tokens or self.context_length - prompt_tokens
+        return completion_budget(request, prompt_tokens, self.context_length)
 
     def _plan(self, request: LLMRequest) -> _Plan:
         source = self._source(request)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from lexia.engines import EngineLoadError
-from lexia.engines.base import LLMChunk, LLMRequest, ModelInfo
+from lexia.engines.base import LLMChunk, LLMRequest, ModelInfo, completion_budget
 from lexia.engines.toolcalls import required_tools_schema
 from lexia.engines.vllm_output import ChoiceDecoder, ParserAdapter, with_counts
 from lexia.errors import ContextLengthExceeded, EngineUnavailable, ValidationFailed
@@ -198,16 +198,7 @@ class VLLMEngine:
         return ValidationFailed(message, param=exc.parameter or where)
 
     def _max_tokens(self, request: LLMRequest, prompt_tokens: int) -> int:
-        where = "messages" if request.messages is not None else "prompt"
-        wanted = request.max_tokens or 0
-        if prompt_tokens >= self.context_length or prompt_tokens + wanted > self.context_length:
-            raise ContextLengthExceeded(
-                f"This model's maximum context length is {self.context_length} tokens. However, "
-                f"you requested {prompt_tokens + wanted} tokens ({prompt_tokens} in the {where}, "
-                f"{wanted} in the completion). Please reduce the length of the {where} or completion.",
-                param=where,
-            )
-        return request.max_tokens or self.context_length - prompt_tokens
+        return completion_budget(request, prompt_tokens, self.context_length)
 
     def _tool_mode(self, request: LLMRequest) -> tuple[str, Any, bool]:
         """("none"|"auto"|"required"|"named", structured outputs, skip special tokens)."""

@@ -78,3 +78,25 @@ def key_object(key: Any, plaintext: str | None = None) -> dict[str, Any]:
     if plaintext is not None:
         body["key"] = plaintext
     return body
+
+
+def job_resource_fields(row: Any, *, done: bool, queue_position: int | None = None) -> dict[str, Any]:
+    """The fields transcripts and diarizations share (§4.2, §5), from `progress` to `deleted_at`."""
+    failed = row.status == "error"
+    return {
+        "progress": round(float(row.progress), 4),
+        "queue_position": queue_position if row.status == "queued" else None,
+        "error": row.error_message if failed else None,
+        "error_code": row.error_code if failed else None,
+        "webhook_url": row.webhook_url,
+        "webhook_auth": row.webhook_auth_header_name is not None,
+        "webhook_auth_header_name": row.webhook_auth_header_name,
+        "webhook_status_code": row.webhook_status_code,
+        "audio_retention_hours": row.audio_retention_hours,
+        "result_retention_days": row.result_retention_days,
+        "metadata": row.metadata,
+        "created_at": iso(row.created_at),
+        "completed_at": iso(row.finished_at) if done else None,
+        "expires_at": iso(row.expires_at),
+        "deleted_at": iso(row.deleted_at),
+    }

@@ -10,7 +10,7 @@ from lexia.engines import Engines
 from lexia.engines.base import Audio, DiarizeOptions, SpeakerTurn
 from lexia.errors import ValidationFailed
 from lexia.schemas.diarization import DiarizationRequest
-from lexia.schemas.lexia import iso
+from lexia.schemas.lexia import job_resource_fields
 from lexia.services.speakers import speaker_label
 from lexia.services.transcription import check_speakers, require_diarizer
 from lexia.settings import EngineSettings
@@ -122,21 +122,7 @@ def diarization_object(row: Any, queue_position: int | None = None) -> dict[str,
         "speaker_count": result.get("speaker_count"),
         "speakers": None if erased else result.get("speakers"),
         "segments": None if erased else result.get("segments"),
-        "progress": round(float(row.progress), 4),
-        "queue_position": queue_position if row.status == "queued" else None,
-        "error": row.error_message if row.status == "error" else None,
-        "error_code": row.error_code if row.status == "error" else None,
-        "webhook_url": row.webhook_url,
-        "webhook_auth": row.webhook_auth_header_name is not None,
-        "webhook_auth_header_name": row.webhook_auth_header_name,
-        "webhook_status_code": row.webhook_status_code,
-        "audio_retention_hours": row.audio_retention_hours,
-        "result_retention_days": row.result_retention_days,
-        "metadata": row.metadata,
-        "created_at": iso(row.created_at),
-        "completed_at": iso(row.finished_at) if done else None,
-        "expires_at": iso(row.expires_at),
-        "deleted_at": iso(row.deleted_at),
+        **job_resource_fields(row, done=done, queue_position=queue_position),
     }
 
 

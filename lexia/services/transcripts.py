@@ -24,7 +24,7 @@ from lexia.engines import Engines
 from lexia.engines.base import Audio
 from lexia.errors import LexiaError, NotFound, TranscriptionFailed
 from lexia.ids import is_id
-from lexia.schemas.lexia import iso
+from lexia.schemas.lexia import job_resource_fields
 from lexia.services.transcription import TranscriptionOptions, TranscriptResult, transcribe_audio
 
 log = logging.getLogger("lexia.transcripts")
@@ -223,21 +223,7 @@ def transcript_object(row: Any) -> dict[str, Any]:
         "words": stored_words(result) if done else None,
         "utterances": _utterances(result) if done else None,
         "warnings": row.warnings or [],
-        "progress": round(float(row.progress), 4),
-        "queue_position": None,
-        "error": row.error_message if row.status == "error" else None,
-        "error_code": row.error_code if row.status == "error" else None,
-        "webhook_url": row.webhook_url,
-        "webhook_auth": row.webhook_auth_header_name is not None,
-        "webhook_auth_header_name": row.webhook_auth_header_name,
-        "webhook_status_code": row.webhook_status_code,
-        "audio_retention_hours": row.audio_retention_hours,
-        "result_retention_days": row.result_retention_days,
-        "metadata": row.metadata,
-        "created_at": iso(row.created_at),
-        "completed_at": iso(row.finished_at) if done else None,
-        "expires_at": iso(row.expires_at),
-        "deleted_at": iso(row.deleted_at),
+        **job_resource_fields(row, done=done),
     }
 
 
