@@ -31,7 +31,7 @@ from lexia.api.diarization import (
 from lexia.api.errors import handle_exception
 from lexia.api.jobs import cancel_job, get_job, list_jobs
 from lexia.api.keys import KeyController, TenantController
-from lexia.api.observe import T0_STATE, observe
+from lexia.api.observe import T0_STATE, observed_send
 from lexia.api.security import AuthMiddleware
 from lexia.api.system import get_model, health, list_models, metrics, openapi_document, ready, root
 from lexia.api.transcript_jobs import (
@@ -58,11 +58,16 @@ log = logging.getLogger("lexia.app")
 
 
 class LexiaApp(Litestar):
-    """Litestar with a start time stamped on every HTTP request before routing."""
+    """Litestar whose HTTP requests are timed from before routing and observed at `send`.
+
+    Wrapping `send` here (rather than a `before_send` hook) also covers the framework's own
+    404/405 answers and costs one call per message instead of a hook loop.
+    """
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
             scope.setdefault("state", {})[T0_STATE] = time.perf_counter()
+            send = observed_send(scope, send)
         await super().__call__(scope, receive, send)
 
 
@@ -175,7 +180,6 @@ def create_app(
         ],
         lifespan=[lifespan, sync_jobs_lifespan, diarization_lifespan],
         middleware=[DefineMiddleware(AuthMiddleware)],
-        before_send=[observe],
         exception_handlers={Exception: handle_exception},
         openapi_config=(
             OpenAPIConfig(

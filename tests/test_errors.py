@@ -111,3 +111,18 @@ async def test_database_down_is_503_dependency_unavailable(start_app: AppFactory
     assert ready.status_code == 503
     assert ready.json()["checks"]["database"] == "fail"
     assert ready.json()["error"]["code"] == "dependency_unavailable"
+
+
+def test_generated_request_ids_are_time_ordered_ulids() -> None:
+    import time as _time
+
+    from ulid import ULID
+
+    from lexia.ids import is_id, new_request_id
+
+    first = new_request_id()
+    _time.sleep(0.002)
+    second = new_request_id()
+    assert is_id(first, "req") and is_id(second, "req")
+    assert first < second
+    assert abs(ULID.from_str(first[4:]).timestamp - _time.time()) < 5

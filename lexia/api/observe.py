@@ -1,4 +1,4 @@
-"""Per-request bookkeeping in a before_send hook: request id, rate-limit headers, metrics, usage."""
+"""Per-request bookkeeping around `send`: request id, rate-limit headers, metrics, usage."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from litestar.enums import ScopeType
-from litestar.types import Message, Scope
+from litestar.types import Scope, Send
 
 from lexia.api.deps import KEY_STATE, RL_HEADERS_STATE, USAGE_STATE, Services
 from lexia.api.requestid import request_id
@@ -35,7 +34,12 @@ def record_request(scope: Scope, status: int | None = None) -> None:
         return
     if svc.metrics.per_key:
         svc.metrics.key_requests.labels(key.id).inc()
-    metered: dict[str, Any] = state.get(USAGE_STATE) or {}
+    metered: dict[str, Any] | None = state.get(USAGE_STATE)
+    latency_ms = round(elapsed * 1000.0, 3)
+    if not metered:
+        slot = (int(time.time()), key.tenant_id, key.id, route, method, code)
+        svc.usage.record_unmetered(slot, latency_ms, request_id(scope))
+        return
     svc.usage.record(
         UsageEvent(
             created_at=datetime.now(UTC),
@@ -45,27 +49,29 @@ def record_request(scope: Scope, status: int | None = None) -> None:
             route=route,
             method=method,
             status=code,
-            latency_ms=round(elapsed * 1000.0, 3),
+            latency_ms=latency_ms,
             **metered,
         )
     )
 
 
-async def observe(message: Message, scope: Scope) -> None:
-    """before_send hook: request id and rate-limit headers, then metrics and usage at the end."""
-    if message["type"] == "http.response.start":
-        # Our header names are never set by handlers, so appending is safe and cheap.
-        state = scope["state"]
-        extra = [(b"x-request-id", request_id(scope).encode())]
-        for name, value in (state.get(RL_HEADERS_STATE) or {}).items():
-            extra.append((name.lower().encode(), value.encode()))
-        message["headers"] = [*message.get("headers", ()), *extra]
-        state[STATUS_STATE] = message["status"]
-    elif (
-        message["type"] == "http.response.body"
-        and not message.get("more_body", False)
-        and scope["type"] == ScopeType.HTTP
-    ):
-        record_request(scope)
+def observed_send(scope: Scope, send: Send) -> Send:
+    """Wrap `send`: headers on the response start, metrics and usage after the last body part."""
 
+    async def wrapped(message: Any) -> None:
+        kind = message["type"]
+        if kind == "http.response.start":
+            # Our header names are never set by handlers, so appending is safe and cheap.
+            state = scope["state"]
+            extra = [(b"x-request-id", request_id(scope).encode())]
+            for name, value in (state.get(RL_HEADERS_STATE) or {}).items():
+                extra.append((name.lower().encode(), value.encode()))
+            message["headers"] = [*message.get("headers", ()), *extra]
+            state[STATUS_STATE] = message["status"]
+        elif kind == "http.response.body" and not message.get("more_body", False):
+            await send(message)
+            record_request(scope)
+            return
+        await send(message)
 
+    return wrapped

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from lexia.ids import new_id
+from lexia.ids import new_request_id
 
 _VALID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
 STATE_KEY = "lexia.request_id"
@@ -21,6 +21,6 @@ def request_id(scope: Any) -> str:
                 rid = value.decode()
                 break
         else:
-            rid = new_id("req")
+            rid = new_request_id()
         state[STATE_KEY] = rid
     return str(rid)

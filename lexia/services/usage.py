@@ -47,6 +47,7 @@ class UsageEvent:
     requests: int = 1
 
 
+RollupSlot = tuple[int, str, str, str, str, int]
 _COPY_COLUMNS = tuple(f.name for f in fields(UsageEvent))
 _COPY_SQL = f"COPY usage_events ({', '.join(_COPY_COLUMNS)}) FROM STDIN"
 _as_row = attrgetter(*_COPY_COLUMNS)
@@ -67,8 +68,8 @@ class UsageRecorder:
         self._interval = flush_interval
         self._batch = batch_size
         self._buffer: list[UsageEvent] = []
-        # (second, tenant, key, route, method, status) -> [count, latency sum, last request id]
-        self._rollup: dict[tuple[datetime, str, str, str, str, int], list[Any]] = {}
+        # (unix second, tenant, key, route, method, status) -> [count, latency sum, last request id]
+        self._rollup: dict[RollupSlot, list[Any]] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._after_flush = after_flush
@@ -79,16 +80,10 @@ class UsageRecorder:
         """Queue an event for the next batch; unmetered requests are rolled up per second."""
         if event.kind is None:
             slot = (
-                event.created_at.replace(microsecond=0), event.tenant_id, event.key_id,
-                event.route, event.method, event.status,
+                int(event.created_at.timestamp()), event.tenant_id, event.key_id, event.route,
+                event.method, event.status,
             )
-            bucket = self._rollup.get(slot)
-            if bucket is None:
-                self._rollup[slot] = [1, event.latency_ms, event.request_id]
-            else:
-                bucket[0] += 1
-                bucket[1] += event.latency_ms
-                bucket[2] = event.request_id
+            self.record_unmetered(slot, event.latency_ms, event.request_id)
             return
         if len(self._buffer) >= MAX_BUFFERED:
             # The database has been unreachable for long: keep the newest, say so once per drop.
@@ -97,6 +92,19 @@ class UsageRecorder:
         self._buffer.append(event)
         if len(self._buffer) >= self._batch:
             self._wake.set()
+
+    def record_unmetered(self, slot: RollupSlot, latency_ms: float, request_id: str) -> None:
+        """Count a request without metered amounts into its per-second roll-up row (hot path).
+
+        `slot` is (unix second, tenant, key, route, method, status).
+        """
+        bucket = self._rollup.get(slot)
+        if bucket is None:
+            self._rollup[slot] = [1, latency_ms, request_id]
+        else:
+            bucket[0] += 1
+            bucket[1] += latency_ms
+            bucket[2] = request_id
 
     async def flush(self) -> int:
         """Write everything buffered now; on failure the events stay buffered."""
@@ -124,7 +132,8 @@ class UsageRecorder:
         for (second, tenant, key, route, method, status), (count, latency, rid) in rollup.items():
             self._buffer.append(
                 UsageEvent(
-                    created_at=second, tenant_id=tenant, key_id=key, request_id=rid, route=route,
+                    created_at=datetime.fromtimestamp(second, UTC), tenant_id=tenant, key_id=key,
+                    request_id=rid, route=route,
                     method=method, status=status, latency_ms=round(latency / count, 3), requests=count,
                 )
             )
