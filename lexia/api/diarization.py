@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator
 from typing import Any
 
 from litestar import Litestar, Request, Response, delete, get, post
@@ -22,44 +22,16 @@ from lexia.services.diarization import diarization_object, options_from_request,
 from lexia.services.jobs import STATUSES, parse_filter
 from lexia.services.resources import summary_view
 from lexia.services.submission import JobRequest, Submitted
+from lexia.services.transcripts import SyncJobs
 
 Req = Request[Any, Any, Any]
 SYNC_STATE = "diarization_sync_jobs"
 
 
-class SyncRuns:
-    """Sync diarizations running in this process; they outlive a timed-out or vanished request."""
-
-    def __init__(self) -> None:
-        self._tasks: dict[str, asyncio.Task[Any]] = {}
-        self.shutting_down = False
-
-    def start(self, job_id: str, work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        """Run `work` as a task owned by the registry."""
-        task = asyncio.create_task(work, name=f"diarization-{job_id}")
-        self._tasks[job_id] = task
-        task.add_done_callback(lambda t: self._done(job_id, t))
-        return task
-
-    def _done(self, job_id: str, task: asyncio.Task[Any]) -> None:
-        self._tasks.pop(job_id, None)
-        if not task.cancelled():
-            task.exception()  # outcomes are on the job row
-
-    async def aclose(self) -> None:
-        """Stop every run (each is recorded as failed) and wait for them."""
-        self.shutting_down = True
-        tasks = list(self._tasks.values())
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-
 @contextlib.asynccontextmanager
 async def diarization_lifespan(app: Litestar) -> AsyncIterator[None]:
     """Own the sync diarization runs of this process."""
-    runs = SyncRuns()
+    runs = SyncJobs()
     app.state[SYNC_STATE] = runs
     try:
         yield
@@ -67,11 +39,11 @@ async def diarization_lifespan(app: Litestar) -> AsyncIterator[None]:
         await runs.aclose()
 
 
-def _runs(request: Req) -> SyncRuns:
+def _runs(request: Req) -> SyncJobs:
     state = request.app.state
     if SYNC_STATE not in state:
-        state[SYNC_STATE] = SyncRuns()
-    runs: SyncRuns = state[SYNC_STATE]
+        state[SYNC_STATE] = SyncJobs()
+    runs: SyncJobs = state[SYNC_STATE]
     return runs
 
 

@@ -178,7 +178,7 @@ class TranscriptController(Controller):
             await asyncio.wait_for(asyncio.shield(task), timeout=timeout)
         except TimeoutError:
             meter(request, progress.duration, diarized=diarized)  # the job continues to completion
-            job_id = task.get_name().removeprefix("transcript-")
+            job_id = task.get_name().removeprefix("sync-job-")
             raise ProcessingTimeout(
                 f"The transcription did not finish within {timeout:g} s; it continues: poll the Location",
                 headers={"Location": f"/v1/transcriptions/{job_id}"},

@@ -301,14 +301,19 @@ async def _shielded(step: Awaitable[Any]) -> None:
 
 
 class SyncJobs:
-    """Background tasks of sync transcriptions: they outlive a timed-out or vanished request."""
+    """Background tasks of sync jobs (transcriptions, diarizations): they outlive a timed-out or
+    vanished request, and are cancelled (recorded as failed) when the process shuts down."""
 
     def __init__(self) -> None:
         self._tasks: dict[str, asyncio.Task[Any]] = {}
         self.shutting_down = False
 
     def start(
-        self, job_id: str, work: Coroutine[Any, Any, Any], *, finally_: Callable[[], Awaitable[Any]]
+        self,
+        job_id: str,
+        work: Coroutine[Any, Any, Any],
+        *,
+        finally_: Callable[[], Awaitable[Any]] | None = None,
     ) -> asyncio.Task[Any]:
         """Run `work` in its own task; `finally_` runs when it ends, however it ends."""
 
@@ -316,10 +321,11 @@ class SyncJobs:
             try:
                 return await work
             finally:
-                with contextlib.suppress(Exception):
-                    await finally_()
+                if finally_ is not None:
+                    with contextlib.suppress(Exception):
+                        await finally_()
 
-        task = asyncio.create_task(wrapper(), name=f"transcript-{job_id}")
+        task = asyncio.create_task(wrapper(), name=f"sync-job-{job_id}")
         self._tasks[job_id] = task
         task.add_done_callback(lambda t: self._done(job_id, t))
         return task
