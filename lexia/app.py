@@ -12,13 +12,12 @@ from typing import Any
 import redis.asyncio as aioredis
 from litestar import Litestar
 from litestar.config.cors import CORSConfig
-from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 
 from lexia.api.audio import create_transcription, create_translation
 from lexia.api.chat import chat_completions, completions
-from lexia.api.deps import Services
+from lexia.api.deps import Services, bind_services
 from lexia.api.diarization import (
     create_diarization_job,
     create_diarization_sync,
@@ -32,7 +31,7 @@ from lexia.api.errors import handle_exception
 from lexia.api.jobs import cancel_job, get_job, list_jobs
 from lexia.api.keys import KeyController, TenantController
 from lexia.api.observe import T0_STATE, observed_send
-from lexia.api.security import AuthMiddleware
+from lexia.api.security import authorize
 from lexia.api.system import get_model, health, list_models, metrics, openapi_document, ready, root
 from lexia.api.transcript_jobs import (
     create_transcript_job,
@@ -64,10 +63,13 @@ class LexiaApp(Litestar):
     404/405 answers and costs one call per message instead of a hook loop.
     """
 
+    services: Services | None = None  # set by the lifespan
+
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
+        if scope["type"] == "http" and self.services is not None:
             scope.setdefault("state", {})[T0_STATE] = time.perf_counter()
-            send = observed_send(scope, send)
+            bind_services(self.services)
+            send = observed_send(scope, send, self.services)
         await super().__call__(scope, receive, send)
 
 
@@ -111,27 +113,34 @@ def create_app(
             )
             recorder.start()
             stack.push_async_callback(recorder.stop)
+            limiter = RedisLimiter(
+                redis,
+                enabled=settings.limits.enabled,
+                fail_open=settings.limits.fail_open,
+                concurrency_retry_after=settings.limits.concurrency_retry_after_seconds,
+                lease_fraction=settings.limits.lease_fraction,
+                lease_seconds=settings.limits.lease_seconds,
+            )
+            stack.push_async_callback(limiter.close)
             job_queue = queue
             if job_queue is None:
                 broker = make_broker(settings.data.redis_url.reveal())
                 stack.callback(broker.client.close)
                 job_queue = DramatiqQueue(broker)
-            app.state.services = Services(
+            svc = app.state.services = Services(
                 settings=settings,
                 db=db,
                 redis=redis,
                 keys=keys,
-                limiter=RedisLimiter(
-                    redis,
-                    enabled=settings.limits.enabled,
-                    fail_open=settings.limits.fail_open,
-                    concurrency_retry_after=settings.limits.concurrency_retry_after_seconds,
-                ),
+                limiter=limiter,
                 usage=recorder,
                 engines=loaded,
                 metrics=metrics_registry,
                 queue=job_queue,
             )
+            if isinstance(app, LexiaApp):
+                app.services = svc
+                stack.callback(setattr, app, "services", None)
             # Objects made at start-up live for the whole process: keep them out of GC scans,
             # which otherwise stall the loop for tens of milliseconds under load.
             gc.collect()
@@ -179,7 +188,7 @@ def create_app(
             redeliver,
         ],
         lifespan=[lifespan, sync_jobs_lifespan, diarization_lifespan],
-        middleware=[DefineMiddleware(AuthMiddleware)],
+        before_request=authorize,
         exception_handlers={Exception: handle_exception},
         openapi_config=(
             OpenAPIConfig(

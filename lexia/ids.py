@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import random
 import re
 import time
@@ -10,7 +9,9 @@ import time
 from ulid import ULID
 
 _ULID = r"[0-9A-HJKMNP-TV-Z]{26}"
-_TO_CROCKFORD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", b"0123456789ABCDEFGHJKMNPQRSTVWXYZ")
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_PAIRS = [a + b for a in _CROCKFORD for b in _CROCKFORD]  # 10 bits -> two characters
+_PAIR_SHIFTS = tuple(range(120, -1, -10))
 _PATTERNS: dict[str, re.Pattern[str]] = {}
 
 
@@ -26,8 +27,8 @@ def new_request_id() -> str:
     resource ids keep `new_id` (python-ulid, OS randomness).
     """
     value = (time.time_ns() // 1_000_000) << 80 | random.getrandbits(80)
-    # 130 bits (2 zero bits + 128) are the last 26 characters of the 160-bit base32 encoding.
-    return "req_" + base64.b32encode(value.to_bytes(20, "big"))[-26:].translate(_TO_CROCKFORD).decode()
+    # A ULID is 26 Crockford characters of 130 bits (2 zero bits + 128): 13 pairs of 10 bits.
+    return "req_" + "".join([_PAIRS[(value >> shift) & 1023] for shift in _PAIR_SHIFTS])
 
 
 def is_id(value: str, prefix: str) -> bool:

@@ -68,6 +68,11 @@ class LimitSettings(msgspec.Struct, frozen=True, kw_only=True):
     audio_seconds_per_hour: int = 36_000
     max_concurrent_jobs: int = 16
     concurrency_retry_after_seconds: int = 10
+    # Keys allowed many requests per minute admit from a small local lease of their allowance
+    # (this fraction of the per-minute limit, taken from Redis, unused parts given back after
+    # lease_seconds) instead of one Redis call per request. A lease below 2 requests is not used.
+    lease_fraction: float = 0.001
+    lease_seconds: float = 1.0
 
 
 class EngineSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -235,6 +240,8 @@ _ENV_NAMES: dict[str, dict[str, str]] = {
         "audio_seconds_per_hour": "LEXIA_DEFAULT_AUDIO_SECONDS_PER_HOUR",
         "max_concurrent_jobs": "LEXIA_DEFAULT_MAX_CONCURRENT_JOBS",
         "concurrency_retry_after_seconds": "LEXIA_CONCURRENCY_RETRY_AFTER_SECONDS",
+        "lease_fraction": "LEXIA_RATE_LIMIT_LEASE_FRACTION",
+        "lease_seconds": "LEXIA_RATE_LIMIT_LEASE_SECONDS",
     },
     "engines": {
         "mode": "LEXIA_ENGINES",
@@ -389,6 +396,11 @@ def _check(settings: Settings, env: Mapping[str, str]) -> None:
         )
     if not 0 < settings.engines.llm_gpu_memory_utilization <= 1:
         raise SettingsError("LEXIA_LLM_GPU_MEMORY_UTILIZATION must be in (0, 1]")
+    if not 0 <= settings.limits.lease_fraction <= 0.1 or settings.limits.lease_seconds <= 0:
+        raise SettingsError(
+            "LEXIA_RATE_LIMIT_LEASE_FRACTION must be in [0, 0.1] (0 = off) and "
+            "LEXIA_RATE_LIMIT_LEASE_SECONDS > 0"
+        )
     if settings.server.port <= 0 or settings.server.port > 65535:
         raise SettingsError("LEXIA_PORT must be between 1 and 65535")
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import uuid
@@ -139,7 +140,6 @@ async def test_concurrency_slots_are_limited_and_released(limiter: RedisLimiter)
 
 async def test_expired_slot_leases_are_reclaimed(limiter: RedisLimiter) -> None:
     await limiter.acquire_slot("key_d", "crashed", 1, 0.01)
-    import asyncio
 
     await asyncio.sleep(0.05)
     assert await limiter.acquire_slot("key_d", "next", 1, 60) == 1
@@ -155,7 +155,6 @@ async def test_fail_closed_limiter_raises_when_redis_down() -> None:
 
 
 async def test_concurrent_admissions_in_one_batch_respect_the_limit(limiter: RedisLimiter) -> None:
-    import asyncio
 
     limits = dict(LIMITS, requests_per_minute=5)
     outcomes = await asyncio.gather(
@@ -166,3 +165,110 @@ async def test_concurrent_admissions_in_one_batch_respect_the_limit(limiter: Red
     assert len(admitted) == 10 and len(refused) == 10  # 5 per key, two keys
     remaining = sorted(d.meters["requests"].remaining for d in admitted)
     assert remaining == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+
+
+# -- leases: keys with large limits admit from a local share taken from Redis ahead of use ----
+
+
+def _leasing(namespace: str, fraction: float = 0.25, seconds: float = 60.0) -> RedisLimiter:
+    client = aioredis.from_url(TEST_REDIS_URL)
+    return RedisLimiter(client, namespace=namespace, lease_fraction=fraction, lease_seconds=seconds)
+
+
+def _requests(limit: int) -> dict[str, int]:
+    return dict(LIMITS, requests_per_minute=limit)
+
+
+async def _remaining(limiter: RedisLimiter, key: str, limit: int) -> list[int | str]:
+    out: list[int | str] = []
+    for _ in range(limit + 1):
+        try:
+            out.append((await limiter.admit(key, _requests(limit), ("requests",))).meters["requests"].remaining)
+        except RateLimited as exc:
+            out.append(exc.code)
+    return out
+
+
+async def test_leased_admissions_count_exactly_in_one_process() -> None:
+    limiter = _leasing(f"test:rl:{uuid.uuid4().hex}")  # 8/min, leases of 2
+    assert await _remaining(limiter, "key_l", 8) == [7, 6, 5, 4, 3, 2, 1, 0, "rate_limit_exceeded"]
+    with pytest.raises(RateLimited) as refused:
+        await limiter.admit("key_l", _requests(8), ("requests",))
+    assert 1 <= refused.value.retry_after <= 8  # one request's worth of a 8/min allowance
+    assert refused.value.headers["X-RateLimit-Remaining"] == "0"
+
+
+async def test_processes_sharing_a_key_never_admit_more_than_the_limit() -> None:
+    namespace = f"test:rl:{uuid.uuid4().hex}"
+    first, second = _leasing(namespace), _leasing(namespace)  # 12/min, leases of 3
+    admitted = 0
+    for i in range(30):
+        try:
+            await (first if i % 3 else second).admit("key_s", _requests(12), ("requests",))
+            admitted += 1
+        except RateLimited:
+            pass
+    assert admitted == 12
+
+
+async def test_concurrent_requests_share_one_lease_request() -> None:
+    limiter = _leasing(f"test:rl:{uuid.uuid4().hex}", fraction=0.04)  # 100/min, leases of 4
+    calls = 0
+    original = limiter._lease
+
+    async def counting(**kwargs: object) -> object:
+        nonlocal calls
+        calls += 1
+        return await original(**kwargs)
+
+    limiter._lease = counting  # type: ignore[method-assign,assignment]
+    outcomes = await asyncio.gather(*(limiter.admit("key_c", _requests(100), ("requests",)) for _ in range(20)))
+    assert calls == 5  # 20 requests, 4 per lease, no lease taken twice
+    assert sorted(d.meters["requests"].remaining for d in outcomes) == list(range(80, 100))
+
+
+async def test_unused_lease_is_given_back_when_it_expires() -> None:
+    namespace = f"test:rl:{uuid.uuid4().hex}"
+    first = _leasing(namespace, fraction=0.05, seconds=0.05)  # 80/min, leases of 4
+    second = _leasing(namespace, fraction=0.05, seconds=60)
+    assert (await first.admit("key_g", _requests(80), ("requests",))).meters["requests"].remaining == 79
+    # Until the lease expires the other process sees its three unused requests as taken ...
+    held = await second.admit("key_g", _requests(80), ("requests",))
+    assert held.meters["requests"].remaining == 80 - 1 - 3 - 1
+    await asyncio.sleep(0.2)
+    # ... afterwards they are back: both processes' leases were debited only for what was used
+    # (second still holds three of its own).
+    other = _leasing(namespace, fraction=0.05)
+    assert (await other.admit("key_g", _requests(80), ("requests",))).meters["requests"].remaining == 80 - 2 - 3 - 1
+
+
+async def test_close_gives_leases_back() -> None:
+    namespace = f"test:rl:{uuid.uuid4().hex}"
+    first = _leasing(namespace, fraction=0.05)  # 80/min, leases of 4
+    await first.admit("key_x", _requests(80), ("requests",))
+    await first.close()
+    other = _leasing(namespace, fraction=0.05)
+    assert (await other.admit("key_x", _requests(80), ("requests",))).meters["requests"].remaining == 80 - 1 - 1
+
+
+async def test_small_limits_are_never_leased(limiter: RedisLimiter) -> None:
+    namespace = f"test:rl:{uuid.uuid4().hex}"
+    first, second = _leasing(namespace, fraction=0.001), _leasing(namespace, fraction=0.001)
+    # 1000/min * 0.001 = 1: below a lease of two, each request goes to Redis, so the two
+    # processes' headers interleave exactly.
+    a = await first.admit("key_n", _requests(1000), ("requests",))
+    b = await second.admit("key_n", _requests(1000), ("requests",))
+    assert (a.meters["requests"].remaining, b.meters["requests"].remaining) == (999, 998)
+
+
+async def test_leased_limit_shared_by_two_app_instances(start_app: AppFactory) -> None:
+    first = await start_app(LEXIA_RATE_LIMIT_LEASE_FRACTION="0.1")
+    second = await start_app(LEXIA_RATE_LIMIT_LEASE_FRACTION="0.1")
+    _, secret = await first.make_key("llm", limits={"requests_per_minute": 20})  # leases of 2
+    statuses = []
+    for i in range(26):
+        app = first if i % 2 == 0 else second
+        response = await app.client.get("/v1/models", headers=bearer(secret))
+        statuses.append(response.status_code)
+        assert response.headers["x-ratelimit-limit"] == "20"
+    assert statuses.count(200) == 20 and statuses[-1] == 429

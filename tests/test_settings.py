@@ -38,6 +38,8 @@ def test_invalid_value_names_the_variable() -> None:
         load_settings({"LEXIA_KEY_PEPPER": STRONG, "LEXIA_PORT": "eighty"})
     with pytest.raises(SettingsError, match="LEXIA_ENGINES"):
         load_settings({"LEXIA_KEY_PEPPER": STRONG, "LEXIA_ENGINES": "gpu"})
+    with pytest.raises(SettingsError, match="LEXIA_RATE_LIMIT_LEASE_FRACTION"):
+        load_settings({"LEXIA_KEY_PEPPER": STRONG, "LEXIA_RATE_LIMIT_LEASE_FRACTION": "0.5"})
 
 
 def test_production_refuses_a_missing_pepper() -> None:

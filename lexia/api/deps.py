@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -119,6 +120,23 @@ class _NoQueue:
 
     async def enqueue(self, actor: str, item_id: str, *, delay: float | None = None) -> None:
         raise ConnectionError("no job queue configured")
+
+
+_CURRENT: ContextVar[Services] = ContextVar("lexia.services")
+
+
+def bind_services(svc: Services) -> None:
+    """Make `svc` the current request's Services (LexiaApp does it as each request starts)."""
+    _CURRENT.set(svc)
+
+
+def current_services() -> Services:
+    """The Services of the app serving the current request, without a `request` parameter.
+
+    Handlers that take no parameters skip Litestar's per-request signature parsing; this is
+    how such hot, parameterless routes reach the app's services.
+    """
+    return _CURRENT.get()
 
 
 def services(request: Request[Any, Any, Any]) -> Services:

@@ -8,7 +8,7 @@ from typing import Any
 
 from litestar.types import Scope, Send
 
-from lexia.api.deps import KEY_STATE, RL_HEADERS_STATE, USAGE_STATE, Services
+from lexia.api.deps import KEY_STATE, RL_HEADERS_STATE, USAGE_STATE, Services, current_services
 from lexia.api.requestid import request_id
 from lexia.services.usage import UsageEvent
 
@@ -17,13 +17,14 @@ DONE_STATE = "lexia.done"
 STATUS_STATE = "lexia.status"
 
 
-def record_request(scope: Scope, status: int | None = None) -> None:
+def record_request(scope: Scope, status: int | None = None, svc: Services | None = None) -> None:
     """Metrics and the usage event of a finished request; runs once per request."""
     state = scope["state"]
     if state.get(DONE_STATE):
         return
     state[DONE_STATE] = True
-    svc: Services = scope["litestar_app"].state.services
+    if svc is None:
+        svc = current_services()
     elapsed = time.perf_counter() - state.get(T0_STATE, time.perf_counter())
     code = status or state.get(STATUS_STATE, 500)
     route = scope.get("path_template") or "unmatched"
@@ -55,7 +56,18 @@ def record_request(scope: Scope, status: int | None = None) -> None:
     )
 
 
-def observed_send(scope: Scope, send: Send) -> Send:
+_HEADER_NAMES: dict[str, bytes] = {}
+
+
+def _header_name(name: str) -> bytes:
+    """The lower-case wire form of a header name (the few we add, encoded once)."""
+    encoded = _HEADER_NAMES.get(name)
+    if encoded is None:
+        encoded = _HEADER_NAMES[name] = name.lower().encode("latin-1")
+    return encoded
+
+
+def observed_send(scope: Scope, send: Send, svc: Services) -> Send:
     """Wrap `send`: headers on the response start, metrics and usage after the last body part."""
 
     async def wrapped(message: Any) -> None:
@@ -63,14 +75,16 @@ def observed_send(scope: Scope, send: Send) -> Send:
         if kind == "http.response.start":
             # Our header names are never set by handlers, so appending is safe and cheap.
             state = scope["state"]
-            extra = [(b"x-request-id", request_id(scope).encode())]
-            for name, value in (state.get(RL_HEADERS_STATE) or {}).items():
-                extra.append((name.lower().encode(), value.encode()))
-            message["headers"] = [*message.get("headers", ()), *extra]
+            headers = list(message.get("headers", ()))
+            headers.append((b"x-request-id", request_id(scope).encode()))
+            limits: dict[str, str] | None = state.get(RL_HEADERS_STATE)
+            if limits:
+                headers += [(_header_name(name), value.encode()) for name, value in limits.items()]
+            message["headers"] = headers
             state[STATUS_STATE] = message["status"]
         elif kind == "http.response.body" and not message.get("more_body", False):
             await send(message)
-            record_request(scope)
+            record_request(scope, svc=svc)
             return
         await send(message)
 

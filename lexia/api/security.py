@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from litestar.enums import ScopeType
-from litestar.types import ASGIApp, Receive, Scope, Send
+from litestar import Request
 
-from lexia.api.deps import KEY_STATE, LIMITS_STATE, RL_HEADERS_STATE, Services
+from lexia.api.deps import KEY_STATE, LIMITS_STATE, RL_HEADERS_STATE, current_services
 from lexia.api.requestid import request_id
 from lexia.errors import AuthenticationFailed, PermissionDenied, RateLimited
 from lexia.logs import current_request_id
@@ -47,34 +46,38 @@ def presented_key(headers: Iterable[tuple[bytes, bytes]]) -> str:
     )
 
 
-class AuthMiddleware:
-    """ASGI middleware: 401 → 403 → 429 in the order of API.md §1.2."""
+async def authorize(request: Request[Any, Any, Any]) -> None:
+    """The app's `before_request` hook: 401 → 403 → 429 in the order of API.md §1.2.
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        opt: dict[str, Any] = scope["route_handler"].opt if scope["type"] == ScopeType.HTTP else PUBLIC
-        if opt.get("public") or "meters" not in opt:
-            await self.app(scope, receive, send)
-            return
-        services: Services = scope["litestar_app"].state.services
-        key = await services.keys.authenticate(presented_key(scope["headers"]))
-        state = scope["state"]
-        state[KEY_STATE] = key
-        current_request_id.set(request_id(scope))
-        required = opt["scope"]
-        if required is not None and not key.allows(required):
-            raise PermissionDenied(
-                f"This API key lacks the scope '{required}' required by this route"
-            )
-        limits = services.limits_of(key)
-        state[LIMITS_STATE] = limits
-        try:
-            decision = await services.limiter.admit(key.id, limits, opt["meters"])
-        except RateLimited as exc:
-            # The error response carries the X-RateLimit-* headers and Retry-After itself.
-            services.metrics.rate_limited.labels(exc.code).inc()
-            raise
-        state[RL_HEADERS_STATE] = decision.headers()
-        await self.app(scope, receive, send)
+    It runs after routing (so unknown routes and methods answer 404/405 first) and before any
+    parameter or body parsing. As a hook rather than route middleware it adds no ASGI layer
+    (route middleware would also make Litestar wrap every route in a second exception handler).
+    """
+    scope = request.scope
+    opt: dict[str, Any] = scope["route_handler"].opt
+    if "meters" not in opt:
+        return
+    services = current_services()
+    presented = presented_key(scope["headers"])
+    # The cached and leased answers need no await (no coroutine to create and run).
+    key = services.keys.authenticate_cached(presented) or await services.keys.authenticate(presented)
+    state = scope["state"]
+    state[KEY_STATE] = key
+    current_request_id.set(request_id(scope))
+    required = opt["scope"]
+    if required is not None and not key.allows(required):
+        raise PermissionDenied(
+            f"This API key lacks the scope '{required}' required by this route"
+        )
+    limits = services.limits_of(key)
+    state[LIMITS_STATE] = limits
+    meters = opt["meters"]
+    try:
+        decision = services.limiter.admit_from_lease(key.id, limits, meters) or await services.limiter.admit(
+            key.id, limits, meters
+        )
+    except RateLimited as exc:
+        # The error response carries the X-RateLimit-* headers and Retry-After itself.
+        services.metrics.rate_limited.labels(exc.code).inc()
+        raise
+    state[RL_HEADERS_STATE] = decision.headers()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import hmac
 import time
 from typing import Any
@@ -14,7 +13,7 @@ import sqlalchemy as sa
 from litestar import Request, Response, get
 from redis.exceptions import RedisError
 
-from lexia.api.deps import Services, services
+from lexia.api.deps import Services, current_services, services
 from lexia.api.errors import error_response
 from lexia.api.jobs import refresh_job_gauges
 from lexia.api.security import PUBLIC, route_opt
@@ -147,16 +146,23 @@ def model_object(info: ModelInfo) -> dict[str, Any]:
     return body
 
 
-@functools.lru_cache(maxsize=16)
-def _models_body(models: tuple[ModelInfo, ...]) -> bytes:
-    # ModelInfo is frozen: the same models always encode to the same bytes.
-    return msgspec.json.encode({"object": "list", "data": [model_object(m) for m in models]})
+_models_cache: tuple[list[ModelInfo] | None, bytes] = (None, b"")  # the last list seen, encoded
+
+
+def _models_body(models: list[ModelInfo]) -> bytes:
+    # ModelInfo is frozen and engines keep theirs, so an equal list (compared by identity
+    # first, in C) means the same bytes.
+    global _models_cache  # noqa: PLW0603
+    if models != _models_cache[0]:
+        body = msgspec.json.encode({"object": "list", "data": [model_object(m) for m in models]})
+        _models_cache = (models, body)
+    return _models_cache[1]
 
 
 @get("/v1/models", opt=route_opt(None))
-async def list_models(request: Req) -> Response[bytes]:
+async def list_models() -> Response[bytes]:
     """Every served model."""
-    body = _models_body(tuple(services(request).engines.models()))
+    body = _models_body(current_services().engines.models())
     return Response(body, media_type="application/json")
 
 

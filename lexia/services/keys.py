@@ -138,6 +138,18 @@ class KeyService:
 
     # -- authentication -------------------------------------------------------------------
 
+    def authenticate_cached(self, plaintext: str) -> ApiKey | None:
+        """`authenticate` without awaiting when the cache can answer; None when it cannot.
+
+        The hot path of every request: a fresh cache entry for a valid key is accepted here,
+        and everything else (misses, stale entries, unknown keys, the previous pepper) is left
+        to `authenticate`.
+        """
+        if not KEY_PATTERN.match(plaintext):
+            raise AuthenticationFailed("The API key is malformed", code="invalid_api_key")
+        entry = self._fresh_entry(hash_key(self._pepper, plaintext))
+        return None if entry is None or entry[0] is None else self._accept(entry[0])
+
     async def authenticate(self, plaintext: str) -> ApiKey:
         """Resolve a presented key; raise AuthenticationFailed with the precise code."""
         if not KEY_PATTERN.match(plaintext):
@@ -151,6 +163,9 @@ class KeyService:
                 await self._rehash(key.id, old, digest)
         if key is None:
             raise AuthenticationFailed("The API key is not valid", code="invalid_api_key")
+        return self._accept(key)
+
+    def _accept(self, key: ApiKey) -> ApiKey:
         now = _now()
         if key.revoked_at is not None:
             raise AuthenticationFailed("The API key has been revoked", code="revoked_api_key")
@@ -159,20 +174,28 @@ class KeyService:
         self._note_use(key.id, now)
         return key
 
-    async def _lookup(self, digest: bytes) -> ApiKey | None:
-        """The key for a digest, from a cache no older than cache_seconds.
+    def _fresh_entry(self, digest: bytes) -> tuple[ApiKey | None, float] | None:
+        """The cache entry of a digest if younger than cache_seconds (its key None: unknown key).
 
-        Under load the entry is refreshed ahead of expiry in the background, and concurrent
-        misses share one query, so requests never queue on the database for their key.
+        Under load the entry is refreshed ahead of expiry in the background, so requests never
+        queue on the database for their key.
         """
-        cached = self._cache.get(digest)
-        clock = time.monotonic()
-        if cached is not None:
-            age = clock - cached[1]
-            if age < self._cache_seconds:
-                if age >= self._cache_seconds / 2 and digest not in self._loading:
-                    self._start_load(digest)
-                return cached[0]
+        entry = self._cache.get(digest)
+        if entry is None:
+            return None
+        age = time.monotonic() - entry[1]
+        if age >= self._cache_seconds:
+            return None
+        if age >= self._cache_seconds / 2 and digest not in self._loading:
+            self._start_load(digest)
+        return entry
+
+    async def _lookup(self, digest: bytes) -> ApiKey | None:
+        """The key for a digest, from a cache no older than cache_seconds; concurrent misses
+        share one query."""
+        entry = self._fresh_entry(digest)
+        if entry is not None:
+            return entry[0]
         loading = self._loading.get(digest) or self._start_load(digest)
         return await asyncio.shield(loading)
 

@@ -92,6 +92,39 @@ redis.call('SET', KEYS[1], string.format('%.3f', tat), 'PX', math.max(1, math.ce
 return 1
 """
 
+# Take a lease of up to ARGV[4] requests (GCRA as in _ADMIT: each request adds limit/period to
+# the TAT) after giving back ARGV[5] ms of an earlier lease's unused part. Returns the number
+# granted, the remaining allowance and reset (ms) after the grant, and the retry-after (ms)
+# when nothing could be granted.
+_LEASE = """
+local now = tonumber(ARGV[1])
+local limit = tonumber(ARGV[2])
+local period = tonumber(ARGV[3])
+local want = tonumber(ARGV[4])
+local refund = tonumber(ARGV[5])
+local t = period / limit
+local stored = redis.call('GET', KEYS[1])
+local tat = tonumber(stored or now) - refund
+if tat < now then tat = now end
+local grant = math.floor((now + period + 0.01 - tat) / t)
+if grant > want then grant = want end
+if grant < 0 then grant = 0 end
+local new_tat = tat + grant * t
+if grant > 0 or (stored and refund > 0) then
+  if new_tat > now then
+    redis.call('SET', KEYS[1], string.format('%.3f', new_tat), 'PX', math.max(1, math.ceil(new_tat - now)))
+  else
+    redis.call('DEL', KEYS[1])
+  end
+end
+local used = new_tat - now
+local remaining = math.floor((period - used + 0.01) / t)
+if remaining < 0 then remaining = 0 end
+local retry = 0
+if grant == 0 then retry = tat + t - now - period end
+return {grant, remaining, math.ceil(used), math.ceil(retry)}
+"""
+
 # Concurrency slots: a sorted set of holders scored by lease expiry (ms).
 _ACQUIRE = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
@@ -139,6 +172,10 @@ class RateLimiter(Protocol):
         """Admit one request or raise RateLimited (headers included)."""
         ...
 
+    def admit_from_lease(self, key_id: str, limits: Mapping[str, int], meters: tuple[str, ...]) -> Decision | None:
+        """Admit from allowance already held by this process, or None (then call `admit`)."""
+        ...
+
     async def debit(self, key_id: str, meter: str, amount: float, limit: int) -> None:
         """Charge an amount known after admission."""
         ...
@@ -146,6 +183,27 @@ class RateLimiter(Protocol):
 
 def _unlimited_state(limit: int) -> MeterState:
     return MeterState(limit=limit, remaining=limit, reset=0)
+
+
+@dataclass(slots=True)
+class _Lease:
+    """Requests of one key taken from Redis ahead of use by this process."""
+
+    limit: int
+    left: int  # not yet handed out
+    remaining: int  # the key's remaining allowance in Redis right after the lease was taken
+    reset: int  # X-RateLimit-Reset as of the lease
+    token_ms: float  # the GCRA increment of one request, for giving back
+    expires: float  # monotonic
+
+
+@dataclass(frozen=True, slots=True)
+class _Refusal:
+    """A lease request that got nothing: the key is out of allowance."""
+
+    remaining: int
+    reset: int
+    retry_after: int
 
 
 class RedisLimiter:
@@ -160,6 +218,8 @@ class RedisLimiter:
         namespace: str = "lexia:rl",
         concurrency_retry_after: int = 10,
         outage_backoff: float = 1.0,
+        lease_fraction: float = 0.0,
+        lease_seconds: float = 1.0,
     ) -> None:
         self._redis = redis
         self._enabled = enabled
@@ -169,6 +229,11 @@ class RedisLimiter:
         self._admit = redis.register_script(_ADMIT)
         self._debit = redis.register_script(_DEBIT)
         self._acquire = redis.register_script(_ACQUIRE)
+        self._lease = redis.register_script(_LEASE)
+        self._lease_fraction = lease_fraction
+        self._lease_seconds = lease_seconds
+        self._leases: dict[str, _Lease] = {}
+        self._lease_loads: dict[str, asyncio.Task[_Lease | _Refusal]] = {}
         self._down_until = 0.0
         self._outage_logged = False
         self._backoff = outage_backoff
@@ -208,6 +273,11 @@ class RedisLimiter:
             return Decision({m: _unlimited_state(limits[METERS[m][0]]) for m in meters})
         if not self._redis_usable():
             return self._degraded(limits, meters)
+        if meters == ("requests",) and self._lease_fraction > 0:
+            limit = limits["requests_per_minute"]
+            size = int(limit * self._lease_fraction)
+            if size > 1:
+                return await self._admit_leased(key_id, limit, size, limits)
         keys: list[str] = []
         args: list[float | int] = [len(meters)]
         for meter in meters:
@@ -242,6 +312,104 @@ class RedisLimiter:
                 headers=decision.headers(),
             )
         return decision
+
+    def admit_from_lease(self, key_id: str, limits: Mapping[str, int], meters: tuple[str, ...]) -> Decision | None:
+        """`admit` without awaiting when this process holds a live lease for the key; else None."""
+        if meters != ("requests",):
+            return None
+        lease = self._leases.get(key_id)
+        limit = limits["requests_per_minute"]
+        if lease is None or lease.left <= 0 or lease.limit != limit or time.monotonic() >= lease.expires:
+            return None
+        lease.left -= 1
+        return Decision({"requests": MeterState(limit, lease.remaining + lease.left, lease.reset)})
+
+    async def _admit_leased(self, key_id: str, limit: int, size: int, limits: Mapping[str, int]) -> Decision:
+        """Admit from this process's lease of the key's requests; take a new lease when it runs out.
+
+        Leases are debited in Redis when taken, so all processes together never admit more than
+        the limit; a lease's unused part is given back when it expires, and until then other
+        processes see that much less allowance. Concurrent requests share one lease request.
+        """
+        while True:
+            decision = self.admit_from_lease(key_id, limits, ("requests",))
+            if decision is not None:
+                return decision
+            loading = self._lease_loads.get(key_id)
+            if loading is None:
+                loading = asyncio.ensure_future(self._take_lease(key_id, limit, size))
+                self._lease_loads[key_id] = loading
+                loading.add_done_callback(lambda _: self._lease_loads.pop(key_id, None))
+            try:
+                got = await asyncio.shield(loading)
+            except (RedisError, OSError) as exc:
+                self._on_outage(exc)
+                return self._degraded(limits, ("requests",))
+            self._on_recovery()
+            if isinstance(got, _Refusal):
+                headers = Decision({"requests": MeterState(limit, got.remaining, got.reset)}).headers()
+                raise RateLimited(
+                    f"Rate limit exceeded: requests_per_minute is {limit} for this key; "
+                    f"retry in {max(1, got.retry_after)} s",
+                    retry_after=got.retry_after,
+                    code="rate_limit_exceeded",
+                    headers=headers,
+                )
+
+    async def _take_lease(self, key_id: str, limit: int, size: int) -> _Lease | _Refusal:
+        old = self._leases.pop(key_id, None)
+        refund = old.left * old.token_ms if old is not None else 0.0
+        period = METERS["requests"][1] * 1000
+        granted, remaining, reset_ms, retry_ms = (
+            int(v)
+            for v in await self._lease(
+                keys=[self._key(key_id, "requests")], args=[time.time() * 1000.0, limit, period, size, refund]
+            )
+        )
+        if granted == 0:
+            return _Refusal(remaining, math.ceil(reset_ms / 1000), math.ceil(retry_ms / 1000))
+        lease = _Lease(
+            limit=limit,
+            left=granted,
+            remaining=remaining,
+            reset=math.ceil(reset_ms / 1000),
+            token_ms=period / limit,
+            expires=time.monotonic() + self._lease_seconds,
+        )
+        if len(self._leases) > 100_000:
+            self._leases.clear()
+        self._leases[key_id] = lease
+        asyncio.get_running_loop().call_later(self._lease_seconds, self._expire_lease, key_id, lease)
+        return lease
+
+    def _expire_lease(self, key_id: str, lease: _Lease) -> None:
+        """Give an expired lease's unused requests back, so other processes can use them."""
+        if self._leases.get(key_id) is not lease or key_id in self._lease_loads:
+            return  # replaced already (the replacement gave the rest back) or being replaced
+        del self._leases[key_id]
+        if lease.left > 0:
+            task = asyncio.ensure_future(self._give_back(key_id, lease, lease.left))
+            lease.left = 0
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
+
+    async def _give_back(self, key_id: str, lease: _Lease, left: int) -> None:
+        try:
+            await self._lease(
+                keys=[self._key(key_id, "requests")],
+                args=[time.time() * 1000.0, lease.limit, METERS["requests"][1] * 1000, 0, left * lease.token_ms],
+            )
+        except (RedisError, OSError) as exc:
+            self._on_outage(exc)
+
+    async def close(self) -> None:
+        """Give every lease's unused requests back (at shutdown)."""
+        leases, self._leases = self._leases, {}
+        await asyncio.gather(
+            *(self._give_back(key_id, lease, lease.left) for key_id, lease in leases.items() if lease.left > 0)
+        )
+        if self._in_flight:
+            await asyncio.gather(*self._in_flight, return_exceptions=True)
 
     def _batched(self, keys: list[str], args: list[float | int]) -> asyncio.Future[list[int]]:
         """Queue one admission; every admission queued in this loop tick goes in one call."""

@@ -334,14 +334,16 @@ async def test_sync_timeout_answers_504_and_the_job_completes(live_app: LiveFact
 async def test_cancelled_sync_job_answers_200_cancelled(stt: Stt) -> None:
     from lexia.api.transcriptions import SYNC_JOBS_STATE
 
-    stt.api.services.engines.stt = SlowSTT(0.2)
+    stt.api.services.engines.stt = SlowSTT(2.0)
     request = asyncio.create_task(stt.sync())
     jobs = stt.api.app.state[SYNC_JOBS_STATE]
-    for _ in range(40):
+    running: list[str] = []
+    for _ in range(500):  # up to 10 s: a cold first upload and decode can take a while on 2 cores
         await asyncio.sleep(0.02)
         running = list(jobs._tasks)
         if running:
             break
+    assert running, "the sync job never started"
     assert jobs.cancel(running[0])
     response = await request
     assert response.status_code == 200 and response.json()["status"] == "cancelled"
