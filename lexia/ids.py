@@ -11,7 +11,8 @@ from ulid import ULID
 _ULID = r"[0-9A-HJKMNP-TV-Z]{26}"
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _PAIRS = [a + b for a in _CROCKFORD for b in _CROCKFORD]  # 10 bits -> two characters
-_PAIR_SHIFTS = tuple(range(120, -1, -10))
+_RANDOM_SHIFTS = tuple(range(70, -1, -10))  # 80 random bits: the last 16 characters
+_time_part: tuple[int, str] = (-1, "")  # the last millisecond and its 10 characters
 _PATTERNS: dict[str, re.Pattern[str]] = {}
 
 
@@ -26,9 +27,14 @@ def new_request_id() -> str:
     Request ids are correlation tags, not secrets or resource ids, so Python's PRNG is enough;
     resource ids keep `new_id` (python-ulid, OS randomness).
     """
-    value = (time.time_ns() // 1_000_000) << 80 | random.getrandbits(80)
-    # A ULID is 26 Crockford characters of 130 bits (2 zero bits + 128): 13 pairs of 10 bits.
-    return "req_" + "".join([_PAIRS[(value >> shift) & 1023] for shift in _PAIR_SHIFTS])
+    # A ULID is 26 Crockford characters: 10 for the 48-bit millisecond time (with 2 zero bits),
+    # 16 for 80 random bits; two characters per 10 bits. The time part is encoded once per ms.
+    global _time_part  # noqa: PLW0603
+    ms = time.time_ns() // 1_000_000
+    if ms != _time_part[0]:
+        _time_part = (ms, "".join([_PAIRS[(ms >> shift) & 1023] for shift in (40, 30, 20, 10, 0)]))
+    bits = random.getrandbits(80)
+    return "req_" + _time_part[1] + "".join([_PAIRS[(bits >> shift) & 1023] for shift in _RANDOM_SHIFTS])
 
 
 def is_id(value: str, prefix: str) -> bool:

@@ -159,11 +159,10 @@ def _models_body(models: list[ModelInfo]) -> bytes:
     return _models_cache[1]
 
 
-@get("/v1/models", opt=route_opt(None))
-async def list_models() -> Response[bytes]:
-    """Every served model."""
-    body = _models_body(current_services().engines.models())
-    return Response(body, media_type="application/json")
+@get("/v1/models", opt=route_opt(None), media_type="application/json")
+async def list_models() -> bytes:
+    """Every served model (an OpenAI model list)."""
+    return _models_body(current_services().engines.models())
 
 
 @get("/v1/models/{model_id:path}", opt=route_opt(None))

@@ -24,6 +24,11 @@ METERS: dict[str, tuple[str, int, str, str]] = {
     "audio": ("audio_seconds_per_hour", 3600, "audio_limit_exceeded", "-Audio"),
 }
 
+_HEADER_NAMES = {
+    meter: (f"X-RateLimit-Limit{suffix}", f"X-RateLimit-Remaining{suffix}", f"X-RateLimit-Reset{suffix}")
+    for meter, (_, _, _, suffix) in METERS.items()
+}
+
 # GCRA with a burst of the whole period's allowance. State per meter: the theoretical arrival
 # time (TAT, ms). One call admits a batch of requests in order (requests that arrive in the same
 # event-loop tick share one round trip). ARGV: now_ms, then per admission: the number of meters
@@ -158,10 +163,10 @@ class Decision:
         """X-RateLimit-* headers (§1.9) for the meters checked."""
         out: dict[str, str] = {}
         for meter, state in self.meters.items():
-            suffix = METERS[meter][3]
-            out[f"X-RateLimit-Limit{suffix}"] = str(state.limit)
-            out[f"X-RateLimit-Remaining{suffix}"] = str(state.remaining)
-            out[f"X-RateLimit-Reset{suffix}"] = str(state.reset)
+            limit, remaining, reset = _HEADER_NAMES[meter]
+            out[limit] = str(state.limit)
+            out[remaining] = str(state.remaining)
+            out[reset] = str(state.reset)
         return out
 
 
