@@ -5,14 +5,16 @@ from __future__ import annotations
 import random
 import re
 import time
+from typing import Any
 
 from ulid import ULID
 
 _ULID = r"[0-9A-HJKMNP-TV-Z]{26}"
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _PAIRS = [a + b for a in _CROCKFORD for b in _CROCKFORD]  # 10 bits -> two characters
-_RANDOM_SHIFTS = tuple(range(70, -1, -10))  # 80 random bits: the last 16 characters
-_time_part: tuple[int, str] = (-1, "")  # the last millisecond and its 10 characters
+_HEAD_SHIFTS = tuple(range(80, -1, -10))  # 90 bits (2 zero + 48 time + 40 random): 18 characters
+_LOW_LIMIT = (1 << 40) - 1
+_state: list[Any] = [-1, "", 0]  # millisecond, its 18 characters, the low 40 random bits
 _PATTERNS: dict[str, re.Pattern[str]] = {}
 
 
@@ -22,19 +24,25 @@ def new_id(prefix: str) -> str:
 
 
 def new_request_id() -> str:
-    """`req_<ULID>` for request ids: same format, faster, from a non-cryptographic generator.
+    """`req_<ULID>` for request ids: same format, faster, monotonic within a millisecond.
 
     Request ids are correlation tags, not secrets or resource ids, so Python's PRNG is enough;
-    resource ids keep `new_id` (python-ulid, OS randomness).
+    resource ids keep `new_id` (python-ulid, OS randomness). Within one millisecond the random
+    part counts up (ULID's monotonic mode), so only its last 40 bits need encoding per id.
     """
-    # A ULID is 26 Crockford characters: 10 for the 48-bit millisecond time (with 2 zero bits),
-    # 16 for 80 random bits; two characters per 10 bits. The time part is encoded once per ms.
-    global _time_part  # noqa: PLW0603
+    global _state  # noqa: PLW0603
     ms = time.time_ns() // 1_000_000
-    if ms != _time_part[0]:
-        _time_part = (ms, "".join([_PAIRS[(ms >> shift) & 1023] for shift in (40, 30, 20, 10, 0)]))
-    bits = random.getrandbits(80)
-    return "req_" + _time_part[1] + "".join([_PAIRS[(bits >> shift) & 1023] for shift in _RANDOM_SHIFTS])
+    state = _state
+    if ms != state[0] or state[2] >= _LOW_LIMIT:
+        # 48-bit time (10 characters, with 2 zero bits) + the high 40 random bits (8 characters).
+        head = (ms << 40) | random.getrandbits(40)
+        encoded = "".join([_PAIRS[(head >> shift) & 1023] for shift in _HEAD_SHIFTS])
+        state = _state = [ms, encoded, random.getrandbits(39)]
+    else:
+        state[2] += 1
+    low = state[2]
+    pairs = _PAIRS
+    return f"req_{state[1]}{pairs[low >> 30]}{pairs[(low >> 20) & 1023]}{pairs[(low >> 10) & 1023]}{pairs[low & 1023]}"
 
 
 def is_id(value: str, prefix: str) -> bool:

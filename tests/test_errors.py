@@ -126,3 +126,7 @@ def test_generated_request_ids_are_time_ordered_ulids() -> None:
     assert is_id(first, "req") and is_id(second, "req")
     assert first < second
     assert abs(ULID.from_str(first[4:]).timestamp - _time.time()) < 5
+    # Many in the same millisecond still sort in order and never repeat (ULID's monotonic mode).
+    burst = [new_request_id() for _ in range(5000)]
+    assert burst == sorted(burst) and len(set(burst)) == len(burst)
+    assert all(is_id(rid, "req") for rid in burst)

@@ -8,7 +8,7 @@ import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -144,17 +144,15 @@ return {1, redis.call('ZCARD', KEYS[1])}
 """
 
 
-@dataclass(frozen=True, slots=True)
-class MeterState:
-    """The header values of one meter after a decision."""
+class MeterState(NamedTuple):
+    """The header values of one meter after a decision (a tuple: made on every request)."""
 
     limit: int
     remaining: int
     reset: int
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):
     """Outcome of an admission check: header values per meter (limit 0 = unlimited)."""
 
     meters: Mapping[str, MeterState]
