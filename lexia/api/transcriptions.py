@@ -4,29 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 from litestar import Controller, Litestar, Request, Response, get, post
 
 from lexia.api.deps import bool_param, caller, caller_limits, note_usage, services
+from lexia.api.jobs import admit
 from lexia.api.security import route_opt
-from lexia.api.sources import convert, hold_slot, read_audio_body, release_slot
+from lexia.api.sources import convert, read_audio_body
 from lexia.audio import decode
 from lexia.errors import Conflict, Gone, ProcessingTimeout, ServiceUnavailable, ValidationFailed
-from lexia.ids import new_id
-from lexia.intake import Spool, StoredAudio, fetch_url
+from lexia.intake import Spool, fetch_url
 from lexia.netguard import NetGuard
 from lexia.schemas.transcripts import TRANSCRIPT_LIST_FIELDS, TRANSCRIPT_OBJECT_FIELDS, TranscriptRequest
 from lexia.services import formats
 from lexia.services.resources import transcript_view
-from lexia.services.tenants import TenantService
+from lexia.services.submission import JobRequest
 from lexia.services.transcription import options_from_request, require_diarizer, require_stt
 from lexia.services.transcripts import (
     JobProgress,
-    NewTranscript,
     SyncJobs,
     TranscriptStore,
     run_transcript_job,
@@ -67,13 +64,12 @@ def meter(request: Req, seconds: float, *, diarized: bool) -> None:
         metrics.audio_seconds.labels("diarization").inc(seconds)
 
 
-def _retain(stored: StoredAudio, spool: Spool, storage_dir: str, tenant_id: str, job_id: str) -> Path:
-    """Move a spooled file to the tenant's storage (audio retention > 0)."""
-    target = Path(storage_dir) / tenant_id / f"{job_id}.audio"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(stored.path, target)
-    spool.keep(stored.path)
-    return target
+def _replayed(row: Any) -> Response[Any]:
+    """A replayed sync request: the transcript as it is now (§1.7)."""
+    return Response(
+        transcript_object(row), status_code=200,
+        headers={"Idempotency-Replayed": "true", "Location": f"/v1/transcriptions/{row.id}"},
+    )
 
 
 class TranscriptController(Controller):
@@ -82,17 +78,18 @@ class TranscriptController(Controller):
     path = "/v1/transcriptions"
 
     @post("/sync", opt=route_opt("stt", "audio"), status_code=200)
-    async def create_sync(self, request: Req) -> dict[str, Any]:
-        """Transcribe now and return the stored transcript (504 with Location past the wait limit)."""
+    async def create_sync(self, request: Req) -> Response[Any]:
+        """Transcribe now and return the stored transcript (504 with Location past the wait limit).
+
+        Admission is the async route's (§1.7 Idempotency-Key, a concurrency slot): a replay of
+        an earlier request answers its transcript's current state without new work.
+        """
         svc = services(request)
         settings = svc.settings
         require_stt(svc.engines)
         me = caller(request)
-        job_id = new_id("tr")
-        await hold_slot(request, job_id, settings.jobs.timeout_seconds)
-        handed = False
-        retained: Path | None = None
         store = TranscriptStore(svc.db)
+        admission = await admit(request, "transcription", mode="sync")
         try:
             async with Spool(settings.audio.storage_dir) as spool:
                 body = await read_audio_body(
@@ -105,6 +102,15 @@ class TranscriptController(Controller):
                     require_diarizer(svc.engines)
                 if (body.audio is None) == (fields.audio_url is None):
                     raise ValidationFailed("Send exactly one audio source: a file or an audio_url", param="file")
+                job = JobRequest(
+                    kind="transcription", route="/v1/transcriptions/sync", fields=body.data,
+                    options=options.to_json(), audio=body.audio, audio_url=fields.audio_url,
+                    metadata=dict(fields.metadata or {}), audio_retention_hours=fields.audio_retention_hours,
+                    result_retention_days=fields.result_retention_days,
+                )
+                replay = admission.replay_of(job)
+                if replay is not None:
+                    return _replayed(await store.get(me.tenant_id, replay.id))
                 param = "file" if body.audio is not None else "audio_url"
                 stored = body.audio or await fetch_url(
                     fields.audio_url or "",
@@ -114,61 +120,31 @@ class TranscriptController(Controller):
                     timeout=settings.audio.fetch_timeout_seconds,
                 )
                 audio = await decode(stored.path, max_seconds=settings.audio.sync_max_audio_seconds, param=param)
-                tenant = await TenantService(
-                    svc.db, audio_hours=settings.retention.audio_hours, result_days=settings.retention.result_days
-                ).get(me.tenant_id)
-                audio_hours = (
-                    fields.audio_retention_hours
-                    if fields.audio_retention_hours is not None
-                    else tenant.audio_retention_hours
+                limits = caller_limits(request)
+                await svc.limiter.debit(me.id, "audio", audio.duration, limits["audio_seconds_per_hour"])
+                # The transcription runs here without renewing a lease: its row is leased for
+                # the job timeout, after which the sweeper counts it as lost.
+                done = await admission.submit(job, spool, audio=audio, lease_seconds=settings.jobs.timeout_seconds)
+                if done.replayed:
+                    return _replayed(await store.get(me.tenant_id, done.row.id))
+                job_id = done.row.id
+                jobs = sync_jobs(request)
+                progress = JobProgress(audio.duration)
+                limiter = svc.limiter
+                task = jobs.start(
+                    job_id,
+                    run_transcript_job(
+                        store, svc.engines, job_id, audio,
+                        options=options, progress=progress, shutting_down=lambda: jobs.shutting_down,
+                    ),
+                    finally_=lambda: limiter.release_slot(me.id, job_id),
                 )
-                result_days = (
-                    fields.result_retention_days
-                    if fields.result_retention_days is not None
-                    else tenant.result_retention_days
-                )
-                if audio_hours > 0:
-                    retained = _retain(stored, spool, settings.audio.storage_dir, me.tenant_id, job_id)
-            await svc.limiter.debit(me.id, "audio", audio.duration, caller_limits(request)["audio_seconds_per_hour"])
-            await store.create(
-                NewTranscript(
-                    id=job_id,
-                    tenant_id=me.tenant_id,
-                    key_id=me.id,
-                    options=options,
-                    audio_url=fields.audio_url,
-                    audio_filename=stored.filename if body.audio is not None else None,
-                    audio_duration=round(audio.duration, 3),
-                    audio_path=str(retained) if retained else None,
-                    audio_retention_hours=audio_hours,
-                    result_retention_days=result_days,
-                    metadata=dict(fields.metadata or {}),
-                    lease_seconds=settings.jobs.timeout_seconds,
-                )
-            )
-            retained = None  # the row owns the file now
-            jobs = sync_jobs(request)
-            progress = JobProgress(audio.duration)
-            limiter = svc.limiter
-            task = jobs.start(
-                job_id,
-                run_transcript_job(
-                    store, svc.engines, job_id, audio,
-                    options=options, progress=progress, shutting_down=lambda: jobs.shutting_down,
-                ),
-                finally_=lambda: limiter.release_slot(me.id, job_id),
-            )
-            handed = True
-            await self._wait(request, task, progress, options.speaker_labels)
-            if jobs.shutting_down:
-                raise ServiceUnavailable("The server is shutting down; the transcription was stopped")
-            return transcript_object(await store.get(me.tenant_id, job_id))
         finally:
-            if not handed:
-                await release_slot(request, job_id)
-            if retained is not None:
-                with contextlib.suppress(OSError):
-                    retained.unlink()
+            await admission.__aexit__(None, None, None)
+        await self._wait(request, task, progress, options.speaker_labels)
+        if jobs.shutting_down:
+            raise ServiceUnavailable("The server is shutting down; the transcription was stopped")
+        return Response(transcript_object(await store.get(me.tenant_id, job_id)), status_code=200)
 
     @staticmethod
     async def _wait(request: Req, task: asyncio.Task[Any], progress: JobProgress, diarized: bool) -> None:

@@ -211,8 +211,14 @@ class Admission:
     def _fingerprint(self, request: JobRequest) -> str:
         return fingerprint(request.route, request.fields, request.audio.sha256 if request.audio else None)
 
-    async def submit(self, request: JobRequest, spool: Spool, *, audio: Audio | None = None) -> Submitted:
-        """Validate sources and webhook, store the audio, commit the job, enqueue it (async)."""
+    async def submit(
+        self, request: JobRequest, spool: Spool, *, audio: Audio | None = None, lease_seconds: float | None = None
+    ) -> Submitted:
+        """Validate sources and webhook, store the audio, commit the job, enqueue it (async).
+
+        A sync job's row is leased for `lease_seconds` (default LEXIA_JOB_LEASE_SECONDS, for
+        runners that renew it).
+        """
         replay = self.replay_of(request)
         if replay is not None:
             return await self._replayed(replay.id)
@@ -245,7 +251,7 @@ class Admission:
             spool.keep(request.audio.path)
             self._moved = target
             audio_path = str(target)
-        row = await self._insert(request, audio_path, duration, audio_hours, result_days)
+        row = await self._insert(request, audio_path, duration, audio_hours, result_days, lease_seconds=lease_seconds)
         if row is None:  # another request with the same key won the race
             existing = await self.s.find_idempotent(self.key.tenant_id, self.idempotency_key or "")
             if existing is None or existing.idempotency_fingerprint != self._fingerprint(request):
@@ -276,6 +282,8 @@ class Admission:
         duration: float | None,
         audio_hours: int | None,
         result_days: int | None,
+        *,
+        lease_seconds: float | None = None,
     ) -> Any:
         """Insert the row (tenant retention defaults and the queue position resolved in the same statement)."""
         now = datetime.now(UTC)
@@ -322,7 +330,9 @@ class Admission:
             "idempotency_expires_at": now + timedelta(seconds=ttl) if self.idempotency_key else None,
             "created_at": now,
             "started_at": now if sync else None,
-            "lease_expires_at": now + timedelta(seconds=self.s.settings.jobs.lease_seconds) if sync else None,
+            "lease_expires_at": (
+                now + timedelta(seconds=lease_seconds or self.s.settings.jobs.lease_seconds) if sync else None
+            ),
             "worker": self.s.worker if sync else None,
             "enqueued_at": None if sync else now,
             "enqueues": 0 if sync else 1,

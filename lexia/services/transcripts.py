@@ -12,8 +12,8 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -32,60 +32,11 @@ log = logging.getLogger("lexia.transcripts")
 PROGRESS_INTERVAL = 1.0
 
 
-@dataclass(frozen=True, slots=True)
-class NewTranscript:
-    """What a transcript row starts with."""
-
-    id: str
-    tenant_id: str
-    key_id: str
-    options: TranscriptionOptions
-    mode: str = "sync"
-    audio_url: str | None = None
-    audio_filename: str | None = None
-    audio_duration: float | None = None
-    audio_path: str | None = None
-    audio_retention_hours: int = 0
-    result_retention_days: int = 30
-    metadata: dict[str, str] = field(default_factory=dict)
-    lease_seconds: float = 3600.0
-
-
 class TranscriptStore:
     """Reads and writes transcript rows; every query is scoped to a tenant or an exact id."""
 
     def __init__(self, db: AsyncEngine) -> None:
         self._db = db
-
-    async def create(self, new: NewTranscript) -> None:
-        """Insert the row in `processing` (its audio is already decoded)."""
-        now = datetime.now(UTC)
-        async with self._db.begin() as conn:
-            await conn.execute(
-                jobs.insert().values(
-                    id=new.id,
-                    tenant_id=new.tenant_id,
-                    key_id=new.key_id,
-                    kind="transcription",
-                    mode=new.mode,
-                    status="processing",
-                    stage="transcribing",
-                    progress=0.0,
-                    attempts=1,
-                    options=new.options.to_json(),
-                    warnings=[],
-                    audio_path=new.audio_path,
-                    audio_url=new.audio_url,
-                    audio_filename=new.audio_filename,
-                    audio_duration=new.audio_duration,
-                    metadata=new.metadata,
-                    audio_retention_hours=new.audio_retention_hours,
-                    result_retention_days=new.result_retention_days,
-                    created_at=now,
-                    started_at=now,
-                    lease_expires_at=now + timedelta(seconds=new.lease_seconds),
-                )
-            )
 
     async def set_progress(self, job_id: str, progress: float) -> None:
         """Raise the progress of a processing job (never lowers it)."""

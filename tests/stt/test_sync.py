@@ -428,3 +428,47 @@ async def test_interpolated_word_timings_are_flagged_in_warnings(stt: Stt) -> No
     assert body["status"] == "completed" and len(body["words"]) == 14
     assert body["warnings"] == [{"code": "interpolated_word_timings",
                                  "message": "1 word(s) had no timing from the engine; their times are interpolated"}]
+
+
+def tenant_jobs(tenant: str = "acme") -> int:
+    with psycopg.connect(libpq_dsn(TEST_DB_URL)) as conn:
+        row = conn.execute("SELECT count(*) FROM jobs WHERE tenant_id = %s", (tenant,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+async def test_idempotency_key_replays_the_sync_transcript(stt: Stt, tmp_path: Path) -> None:
+    headers = {**stt.auth, "Idempotency-Key": "sync-1"}
+    files = {"file": ("call.wav", stt.sample.read_bytes(), "audio/wav")}
+    first = await stt.api.client.post("/v1/transcriptions/sync", files=files, headers=headers)
+    assert first.status_code == 200 and "idempotency-replayed" not in first.headers
+    count = tenant_jobs()
+    assert count >= 1
+    again = await stt.api.client.post("/v1/transcriptions/sync", files=files, headers=headers)
+    assert again.status_code == 200 and again.headers["idempotency-replayed"] == "true"
+    assert again.json()["id"] == first.json()["id"] and again.json()["status"] == "completed"
+    assert again.headers["location"] == f"/v1/transcriptions/{first.json()['id']}"
+    assert tenant_jobs() == count  # no new transcript, no new work
+    # The same key with other bytes or other fields is refused.
+    other = {"file": ("call.wav", wav(tmp_path / "other.wav", 3.0).read_bytes(), "audio/wav")}
+    assert_error(
+        await stt.api.client.post("/v1/transcriptions/sync", files=other, headers=headers), 409, "idempotency_key_reused"
+    )
+    changed = await stt.api.client.post(
+        "/v1/transcriptions/sync", files=files, data={"punctuate": "false"}, headers=headers
+    )
+    assert_error(changed, 409, "idempotency_key_reused")
+    assert tenant_jobs() == count
+
+
+async def test_a_failed_sync_request_does_not_consume_its_idempotency_key(stt: Stt) -> None:
+    headers = {**stt.auth, "Idempotency-Key": "sync-2"}
+    files = {"file": ("call.wav", stt.sample.read_bytes(), "audio/wav")}
+    bad = await stt.api.client.post(
+        "/v1/transcriptions/sync", files=files, data={"speech_model": "nope"}, headers=headers
+    )
+    assert bad.status_code in (400, 404, 422)
+    good = await stt.api.client.post("/v1/transcriptions/sync", files=files, headers=headers)
+    assert good.status_code == 200 and "idempotency-replayed" not in good.headers
+    malformed = {**stt.auth, "Idempotency-Key": "x" * 256}
+    assert_error(await stt.api.client.post("/v1/transcriptions/sync", files=files, headers=malformed), 400,
+                 "malformed_request")
