@@ -179,3 +179,27 @@ async def test_delete_while_processing_cancels_erases_and_removes_audio(serve: S
         await wait_for(metered)
     body = (await api.client.get(f"/v1/transcriptions/{job['id']}", headers=bearer(key))).json()
     assert body == tomb
+
+
+async def test_sweeper_gives_back_slots_of_ended_jobs(serve: ServeFactory, tmp_path: Path) -> None:
+    api = await serve(job_settings(tmp_path), queue=ListQueue())
+    key, _ = await api.make_key()
+    for job_id, status in (("tr_01JDX8Q6ZK3M4N5P6Q7R8S9T0A", "completed"), ("tr_01JDX8Q6ZK3M4N5P6Q7R8S9T0B", "processing")):
+        sql(
+            "INSERT INTO jobs (id, tenant_id, key_id, kind, mode, status, attempts, created_at) "
+            "VALUES (%s, 'acme', %s, 'transcription', 'async', %s, 1, now())",
+            job_id, key.id, status,
+        )
+    svc = api.services
+    limiter = svc.limiter
+    # The completed job's release was lost (Redis down at the time); the running one still holds
+    # its slot, and so do a /v1/audio call and a request whose row is not committed yet.
+    for holder in ("tr_01JDX8Q6ZK3M4N5P6Q7R8S9T0A", "tr_01JDX8Q6ZK3M4N5P6Q7R8S9T0B", "req_audio", "tr_not_yet"):
+        await limiter.acquire_slot(key.id, holder, 10, 3600)
+    queue = ListQueue()
+    report = await Sweeper(Lifecycle(svc.db, queue, limiter, lease_seconds=2, max_attempts=3), queue,
+                           requeue_after=60).sweep()
+    assert report.slots_released == 1
+    held = (await limiter.slot_holders())[key.id]
+    assert sorted(held) == ["req_audio", "tr_01JDX8Q6ZK3M4N5P6Q7R8S9T0B", "tr_not_yet"]
+    assert await limiter.acquire_slot(key.id, "another", 10, 60) == 4

@@ -488,6 +488,18 @@ class RedisLimiter:
             )
         return int(held)
 
+    async def slot_holders(self) -> dict[str, list[str]]:
+        """Every key's concurrency-slot holders (the sweeper reconciles them with the jobs)."""
+        out: dict[str, list[str]] = {}
+        prefix, suffix = f"{self._ns}:", ":slots"
+        async for name in self._redis.scan_iter(match=f"{prefix}*{suffix}", count=500):
+            text = name.decode() if isinstance(name, bytes) else str(name)
+            holders = await self._redis.zrange(text, 0, -1)
+            if holders:
+                key_id = text[len(prefix) : -len(suffix)]
+                out[key_id] = [h.decode() if isinstance(h, bytes) else str(h) for h in holders]
+        return out
+
     async def release_slot(self, key_id: str, holder: str) -> None:
         """Give a concurrency slot back."""
         try:

@@ -7,6 +7,8 @@
   the actor's claim increments its attempts and fails it after LEXIA_JOB_MAX_ATTEMPTS.
 - A sync job whose lease lapsed lost its API process (and its audio): it ends in `error`.
 - A due webhook delivery whose message was lost is enqueued again.
+- A concurrency slot still held by a job that has ended (its release failed, e.g. while Redis
+  was down) is given back, so the key does not lose that slot until the slot's long lease ends.
 
 Duplicate messages are harmless: a claim is a guarded UPDATE, so only one copy runs.
 """
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
+from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from lexia.db.tables import jobs, webhook_deliveries
@@ -37,6 +40,7 @@ class SweepReport:
     jobs_enqueued: int = 0
     sync_failed: int = 0
     deliveries_enqueued: int = 0
+    slots_released: int = 0
 
 
 class Sweeper:
@@ -54,10 +58,41 @@ class Sweeper:
         enqueued = await self._requeue_jobs(moment)
         failed = await self._fail_lost_sync(moment)
         deliveries = await self._requeue_deliveries(moment)
-        if enqueued or failed or deliveries:
-            log.warning("sweeper: %d jobs enqueued again, %d sync jobs lost, %d deliveries enqueued again",
-                        enqueued, failed, deliveries)
-        return SweepReport(enqueued, failed, deliveries)
+        slots = await self._release_finished_slots()
+        if enqueued or failed or deliveries or slots:
+            log.warning(
+                "sweeper: %d jobs enqueued again, %d sync jobs lost, %d deliveries enqueued again, "
+                "%d slots of ended jobs released",
+                enqueued, failed, deliveries, slots,
+            )
+        return SweepReport(enqueued, failed, deliveries, slots)
+
+    async def _release_finished_slots(self) -> int:
+        """Give back slots whose holder is a job in a terminal state.
+
+        Holders that are not jobs (the `/v1/audio/*` calls) or whose row does not exist yet (a
+        request still being received) are left alone; they end with their own short leases.
+        """
+        limiter = self.lifecycle.limiter
+        try:
+            holders = await limiter.slot_holders()
+        except (RedisError, OSError) as exc:
+            log.warning("sweeper: slots not checked (%s)", type(exc).__name__)
+            return 0
+        owners = {holder: key_id for key_id, held in holders.items() for holder in held}
+        if not owners:
+            return 0
+        ids = list(owners)
+        ended: list[str] = []
+        async with self.db.connect() as conn:
+            for start in range(0, len(ids), BATCH):
+                query = sa.select(jobs.c.id).where(
+                    jobs.c.id.in_(ids[start : start + BATCH]), jobs.c.status.not_in(("queued", "processing"))
+                )
+                ended += (await conn.execute(query)).scalars().all()
+        for job_id in ended:
+            await limiter.release_slot(owners[job_id], job_id)
+        return len(ended)
 
     async def _requeue_jobs(self, moment: datetime) -> int:
         doublings = sa.func.least(sa.func.greatest(jobs.c.enqueues - 1, 0), MAX_DOUBLINGS)
