@@ -31,6 +31,7 @@ from lexia.api.errors import handle_exception
 from lexia.api.jobs import cancel_job, get_job, list_jobs
 from lexia.api.keys import KeyController, TenantController
 from lexia.api.observe import T0_STATE, observed_send
+from lexia.api.openapi import document_request_bodies
 from lexia.api.security import authorize
 from lexia.api.system import get_model, health, list_models, metrics, openapi_document, ready, root
 from lexia.api.transcript_jobs import (
@@ -151,7 +152,7 @@ def create_app(
     metrics_registry = Metrics(per_key=settings.server.metrics_per_key)
     origins = list(settings.server.cors_origins)
     docs = [openapi_document] if settings.server.docs_enabled else []
-    return LexiaApp(
+    app = LexiaApp(
         route_handlers=[
             *docs,
             root,
@@ -208,3 +209,6 @@ def create_app(
         request_max_body_size=None,
         debug=False,
     )
+    if settings.server.docs_enabled:
+        document_request_bodies(app.openapi_schema)
+    return app

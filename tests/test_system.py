@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import sys
 import time
+from typing import Any
 
 import redis as sync_redis
 
@@ -150,3 +153,35 @@ async def test_worker_process_heartbeat_makes_the_api_ready(api: Running) -> Non
     finally:
         worker.terminate()
         worker.wait(timeout=20)
+
+
+async def test_openapi_documents_every_request_body(start_app: AppFactory) -> None:
+    from lexia.api.openapi import BODIES
+
+    api = await start_app()
+    doc = (await api.client.get("/openapi.json")).json()
+    schemas = doc["components"]["schemas"]
+
+    def resolve(node: dict[str, Any]) -> dict[str, Any]:
+        ref = node["$ref"]
+        assert ref.startswith("#/components/schemas/")
+        return schemas[ref.rsplit("/", 1)[1]]  # type: ignore[no-any-return]
+
+    for (path, method), (struct, media_types) in BODIES.items():
+        body = doc["paths"][path][method]["requestBody"]
+        assert body["required"] is True and sorted(body["content"]) == sorted(media_types), path
+        for media, entry in body["content"].items():
+            schema = entry["schema"]
+            if media == "multipart/form-data":
+                ref, upload = schema["allOf"]
+                assert upload["properties"]["file"] == {"type": "string", "format": "binary", "description": "The audio"}
+                schema = ref
+            assert resolve(schema)["title"] == struct.__name__
+    chat = schemas["ChatCompletionRequest"]
+    assert {"model", "messages"} <= set(chat["required"])
+    assert resolve(chat["properties"]["messages"]["items"])["title"] == "ChatMessage"
+    # Every reference anywhere in the document points at a component that exists.
+    refs = re.findall(r'"\$ref":\s*"#/components/schemas/([^"]+)"', json.dumps(doc))
+    assert refs and all(name in schemas for name in refs)
+    # The Swagger page embeds the same document.
+    assert b"ChatCompletionRequest" in (await api.client.get("/docs")).content
