@@ -25,6 +25,7 @@ from lexia.services.jobs import JobQueue
 from lexia.services.keys import ApiKey, KeyService, with_limits
 from lexia.services.lifecycle import Lifecycle
 from lexia.services.limits import RedisLimiter
+from lexia.services.podmetrics import PodMetrics
 from lexia.services.retention import Retention
 from lexia.services.submission import Submitter
 from lexia.services.usage import UsageRecorder
@@ -55,6 +56,14 @@ class Services:
     started_at: float = field(default_factory=time.time)
     _limits: dict[str, tuple[ApiKey, dict[str, int]]] = field(default_factory=dict)
     _jobs: JobServices | None = None
+    _pod: PodMetrics | None = None
+
+    @property
+    def pod(self) -> PodMetrics:
+        """Pod-wide job-duration and webhook-attempt metrics in Redis (built on first use)."""
+        if self._pod is None:
+            self._pod = PodMetrics(self.redis)
+        return self._pod
 
     @property
     def jobs(self) -> JobServices:
@@ -103,7 +112,7 @@ class JobServices:
         name = f"api:{socket.gethostname()}:{os.getpid()}"
         lifecycle = Lifecycle(
             svc.db, queue, svc.limiter, lease_seconds=settings.jobs.lease_seconds,
-            max_attempts=settings.jobs.max_attempts,
+            max_attempts=settings.jobs.max_attempts, pod=svc.pod,
         )
         return cls(
             submitter=Submitter(svc.db, svc.redis, svc.queue, svc.limiter, settings, worker=name),

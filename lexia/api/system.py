@@ -112,9 +112,18 @@ async def ready(request: Req) -> Response[Any]:
     return Response(body, status_code=503, headers={"Retry-After": "5"})
 
 
+async def _refresh_gauges(svc: Services) -> None:
+    with contextlib.suppress(sa.exc.SQLAlchemyError, OSError, TimeoutError):
+        await asyncio.wait_for(refresh_job_gauges(svc), CHECK_TIMEOUT)
+
+
 @get("/metrics", opt=PUBLIC)
 async def metrics(request: Req) -> Response[bytes]:
-    """Prometheus text format; bearer-protected when LEXIA_METRICS_TOKEN is set."""
+    """Prometheus text format; bearer-protected when LEXIA_METRICS_TOKEN is set.
+
+    Before rendering: the lexia_jobs gauges from the database, and the pod-wide job durations and
+    webhook attempts from Redis (each bounded in time; on failure the last values are shown).
+    """
     svc = services(request)
     token = svc.settings.server.metrics_token.reveal()
     if token:
@@ -123,8 +132,7 @@ async def metrics(request: Req) -> Response[bytes]:
             return error_response(
                 AuthenticationFailed("A valid metrics token is required", code="invalid_api_key")
             )
-    with contextlib.suppress(sa.exc.SQLAlchemyError, OSError, TimeoutError):
-        await asyncio.wait_for(refresh_job_gauges(svc), CHECK_TIMEOUT)
+    await asyncio.gather(_refresh_gauges(svc), svc.pod.refresh(svc.metrics.pod))
     return Response(
         svc.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
     )

@@ -88,7 +88,7 @@ class TranscriptController(Controller):
         settings = svc.settings
         require_stt(svc.engines)
         me = caller(request)
-        store = TranscriptStore(svc.db)
+        store = TranscriptStore(svc.db, pod=svc.pod)
         admission = await admit(request, "transcription", mode="sync")
         try:
             async with Spool(settings.audio.storage_dir) as spool:

@@ -3,7 +3,8 @@
 One attempt per `webhook.deliver` message. An attempt is claimed by moving `next_attempt_at`
 past its own timeout, so two copies of a message never post twice; a worker that dies
 mid-attempt leaves a lapsed claim that the sweeper re-enqueues (at-least-once: receivers
-de-duplicate on `webhook-id`). Every attempt is recorded with its status code, latency and error.
+de-duplicate on `webhook-id`). Every attempt is recorded with its status code, latency and error,
+and counted in the pod-wide `lexia_webhook_attempts_total{outcome}` (Redis).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from lexia.ids import is_id
 from lexia.netguard import NetGuard, ResolveError
 from lexia.schemas.lexia import iso
 from lexia.services.jobs import DELIVER_ACTOR, JobQueue
+from lexia.services.podmetrics import PodMetrics
 from lexia.services.webhooks import SecretStore, ordered_payload, signature_header
 
 log = logging.getLogger("lexia.webhooks")
@@ -67,10 +69,12 @@ class Deliverer:
         timeout: float,
         delays: Sequence[float],
         transport: httpx.AsyncBaseTransport | None = None,
+        pod: PodMetrics | None = None,
     ) -> None:
         self._db = db
         self._queue = queue
         self._guard = guard
+        self._pod = pod  # counts lexia_webhook_attempts_total; None counts nothing
         self._timeout = timeout
         self._delays = tuple(delays)
         self._secrets = SecretStore(db)
@@ -125,7 +129,10 @@ class Deliverer:
             headers[auth.webhook_auth_header_name] = auth.webhook_auth_header_value
         started = datetime.now(UTC)
         outcome = await self._post(row.url, headers, body)
-        return await self._record(row, started, outcome)
+        status = await self._record(row, started, outcome)
+        if self._pod is not None:  # last, after the attempt's record and the next one's message; never raises
+            await self._pod.webhook_attempt(success=outcome.error is None)
+        return status
 
     async def _post(self, url: str, headers: dict[str, str], body: bytes) -> AttemptResult:
         t0 = time.perf_counter()

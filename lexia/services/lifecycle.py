@@ -3,7 +3,8 @@
 Every transition is one guarded UPDATE committed when it happens. A terminal transition also
 writes, in the same transaction, the job's usage events and its webhook delivery, so a result,
 its metering and its event exist together or not at all; the delivery id is enqueued after the
-commit, the concurrency slot given back and the audio removed per retention.
+commit, the concurrency slot given back, the audio removed per retention and the job observed in
+the pod-wide job-duration histogram (Redis).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from lexia.db.tables import api_keys, jobs, usage_events
 from lexia.errors import Conflict
 from lexia.services.jobs import ACTIVE, DELIVER_ACTOR, RESULT_PATH, JobQueue, JobStore
 from lexia.services.limits import RedisLimiter
+from lexia.services.podmetrics import PodMetrics
 from lexia.services.usage import UsageEvent
 from lexia.services.webhooks import delivery_insert
 
@@ -104,10 +106,12 @@ class Lifecycle:
         *,
         lease_seconds: float,
         max_attempts: int,
+        pod: PodMetrics | None = None,
     ) -> None:
         self.db = db
         self.queue = queue
         self.limiter = limiter
+        self.pod = pod  # records lexia_job_duration_seconds; None records nothing
         self.lease = lease_seconds
         self.max_attempts = max_attempts
         self.store = JobStore(db)
@@ -308,7 +312,12 @@ class Lifecycle:
         return finished.row
 
     async def after_terminal(self, finished: Finished) -> None:
-        """Send the webhook, give the concurrency slot back, remove audio not retained (all best effort)."""
+        """Send the webhook, give the concurrency slot back, remove audio not retained, observe the
+        job's duration (all best effort).
+
+        Every terminal transition that happened (a `finish` that returned) is followed by this, so
+        it is the one place where jobs are observed; the metric comes last, after what matters.
+        """
         row = finished.row
         if finished.delivery_id is not None:
             try:
@@ -318,6 +327,8 @@ class Lifecycle:
         await self.limiter.release_slot(row.key_id, row.id)
         if finished.released_audio is not None:
             await anyio.to_thread.run_sync(_unlink, finished.released_audio)
+        if self.pod is not None:  # never raises
+            await self.pod.record_job(row)
 
     async def remove_audio(self, job_id: str, path: str) -> None:
         """Delete a job's audio file, then forget its path."""

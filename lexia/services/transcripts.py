@@ -25,6 +25,7 @@ from lexia.engines.base import Audio
 from lexia.errors import LexiaError, NotFound, TranscriptionFailed
 from lexia.ids import is_id
 from lexia.schemas.lexia import job_resource_fields
+from lexia.services.podmetrics import PodMetrics
 from lexia.services.transcription import TranscriptionOptions, TranscriptResult, transcribe_audio
 
 log = logging.getLogger("lexia.transcripts")
@@ -35,8 +36,17 @@ PROGRESS_INTERVAL = 1.0
 class TranscriptStore:
     """Reads and writes transcript rows; every query is scoped to a tenant or an exact id."""
 
-    def __init__(self, db: AsyncEngine) -> None:
+    def __init__(self, db: AsyncEngine, pod: PodMetrics | None = None) -> None:
         self._db = db
+        self._pod = pod  # observes jobs this store ends in lexia_job_duration_seconds
+
+    async def _ended(self, row: Any) -> bool:
+        """After a terminal UPDATE: observe the job if the UPDATE moved it (never raises)."""
+        if row is None:
+            return False
+        if self._pod is not None:
+            await self._pod.record_job(row)
+        return True
 
     async def set_progress(self, job_id: str, progress: float) -> None:
         """Raise the progress of a processing job (never lowers it)."""
@@ -77,8 +87,10 @@ class TranscriptStore:
                     expires_at=retention,
                     audio_expires_at=audio_expiry,
                 )
+                .returning(jobs.c.kind, jobs.c.started_at, jobs.c.finished_at)
             )
-        return bool(done.rowcount)
+            row = done.first()
+        return await self._ended(row)
 
     async def fail(self, job_id: str, code: str, message: str) -> bool:
         """Move a processing job to `error`."""
@@ -94,8 +106,10 @@ class TranscriptStore:
                 jobs.update()
                 .where(jobs.c.id == job_id, jobs.c.status.in_(("queued", "processing")))
                 .values(status=status, stage=None, finished_at=datetime.now(UTC), lease_expires_at=None, **values)
+                .returning(jobs.c.kind, jobs.c.started_at, jobs.c.finished_at)
             )
-        return bool(done.rowcount)
+            row = done.first()
+        return await self._ended(row)
 
     async def get(self, tenant_id: str, job_id: str) -> Any:
         """The tenant's transcript row; malformed, unknown and foreign ids are all 404."""

@@ -35,6 +35,7 @@ from lexia.services.execution import JobRunner
 from lexia.services.jobs import JobQueue
 from lexia.services.lifecycle import Lifecycle
 from lexia.services.limits import RedisLimiter
+from lexia.services.podmetrics import PodMetrics
 from lexia.services.recovery import Sweeper
 from lexia.services.retention import Retention
 from lexia.settings import Settings
@@ -106,14 +107,15 @@ class WorkerRuntime:
                 fail_open=settings.limits.fail_open,
                 concurrency_retry_after=settings.limits.concurrency_retry_after_seconds,
             )
+            pod = PodMetrics(redis)
             lifecycle = Lifecycle(
                 db, self.queue, limiter, lease_seconds=settings.jobs.lease_seconds,
-                max_attempts=settings.jobs.max_attempts,
+                max_attempts=settings.jobs.max_attempts, pod=pod,
             )
             deliverer = Deliverer(
                 db, self.queue, NetGuard(settings.audio.ssrf_allowlist),
                 timeout=settings.webhooks.timeout_seconds, delays=settings.webhooks.retry_delays(),
-                transport=self._transport,
+                transport=self._transport, pod=pod,
             )
             stack.push_async_callback(deliverer.aclose)
             parts = Parts(
