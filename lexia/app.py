@@ -22,13 +22,12 @@ from lexia.api.diarization import (
     create_diarization_job,
     create_diarization_sync,
     delete_diarization,
-    diarization_lifespan,
     export_rttm,
     get_diarization,
     list_diarizations,
 )
 from lexia.api.errors import handle_exception
-from lexia.api.jobs import cancel_job, get_job, list_jobs
+from lexia.api.jobs import cancel_job, get_job, list_jobs, sync_jobs_lifespan
 from lexia.api.keys import KeyController, TenantController
 from lexia.api.observe import T0_STATE, observed_send
 from lexia.api.openapi import document_request_bodies
@@ -40,7 +39,7 @@ from lexia.api.transcript_jobs import (
     get_transcript_audio,
     list_transcripts,
 )
-from lexia.api.transcriptions import TranscriptController, sync_jobs_lifespan
+from lexia.api.transcriptions import TranscriptController
 from lexia.api.usage import usage
 from lexia.api.webhooks import get_delivery, get_secret, list_deliveries, redeliver, rotate_secret
 from lexia.db import open_db
@@ -188,7 +187,7 @@ def create_app(
             get_delivery,
             redeliver,
         ],
-        lifespan=[lifespan, sync_jobs_lifespan, diarization_lifespan],
+        lifespan=[lifespan, sync_jobs_lifespan],
         before_request=authorize,
         exception_handlers={Exception: handle_exception},
         openapi_config=(

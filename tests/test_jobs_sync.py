@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from lexia.api.jobs import SYNC_JOBS_STATE
 from lexia.engines import Engines
 from lexia.engines.base import Audio, DiarizeOptions, SpeakerTurn
 from lexia.engines.fakes import FakeDiarizer, FakeSTT
@@ -77,8 +78,11 @@ async def test_cancelling_a_running_sync_diarization_answers_cancelled(serve: Se
         return sql("SELECT id FROM jobs WHERE status = 'processing'")
 
     ((job_id,),) = await wait_for(running)
+    task = api.app.state[SYNC_JOBS_STATE]._tasks[job_id]
     cancelled = await api.client.delete(f"/v1/jobs/{job_id}", headers=bearer(key))
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    # The run in this process is stopped by the DELETE itself, not later by its row watch.
+    assert task.cancelling() or task.done()
     response = await request
     assert response.status_code == 200 and response.json()["status"] == "cancelled"
     assert response.json()["segments"] is None

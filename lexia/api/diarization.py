@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from typing import Any
 
-from litestar import Litestar, Request, Response, delete, get, post
+from litestar import Request, Response, delete, get, post
 
 from lexia.api.deps import caller, caller_limits, list_body, page_params, services
-from lexia.api.jobs import admit, created_response, submit_async
+from lexia.api.jobs import admit, created_response, submit_async, sync_jobs
 from lexia.api.security import route_opt
 from lexia.api.sources import convert, read_audio_body
 from lexia.audio import decode
@@ -22,31 +20,8 @@ from lexia.services.diarization import diarization_object, options_from_request,
 from lexia.services.jobs import STATUSES, parse_filter
 from lexia.services.resources import summary_view
 from lexia.services.submission import JobRequest, Submitted
-from lexia.services.transcripts import SyncJobs
 
 Req = Request[Any, Any, Any]
-SYNC_STATE = "diarization_sync_jobs"
-
-
-@contextlib.asynccontextmanager
-async def diarization_lifespan(app: Litestar) -> AsyncIterator[None]:
-    """Own the sync diarization runs of this process."""
-    runs = SyncJobs()
-    app.state[SYNC_STATE] = runs
-    try:
-        yield
-    finally:
-        await runs.aclose()
-
-
-def _runs(request: Req) -> SyncJobs:
-    state = request.app.state
-    if SYNC_STATE not in state:
-        state[SYNC_STATE] = SyncJobs()
-    runs: SyncJobs = state[SYNC_STATE]
-    return runs
-
-
 def _validator(request: Req, *, sync: bool) -> Any:
     svc = services(request)
 
@@ -102,7 +77,7 @@ async def create_diarization_sync(request: Req) -> Response[Any]:
             done = await admission.submit(job, spool, audio=audio)
             if done.replayed:
                 return created_response("diarization", done, 200)
-            task = _runs(request).start(done.row.id, svc.jobs.runner.run_claimed(done.row, audio))
+            task = sync_jobs(request).start(done.row.id, svc.jobs.runner.run_claimed(done.row, audio))
     finally:
         await admission.__aexit__(None, None, None)
     await _wait(request, task, done.row.id)
@@ -122,9 +97,11 @@ async def _wait(request: Req, task: asyncio.Task[Any], job_id: str) -> None:
             headers={"Location": f"/v1/diarization/{job_id}"},
         ) from None
     except asyncio.CancelledError:
-        if task.cancelled() and _runs(request).shutting_down:
+        if not task.cancelled():
+            raise  # this request was cancelled (client gone); the run goes on
+        if sync_jobs(request).shutting_down:
             raise ServiceUnavailable("The server is shutting down; the diarization was stopped") from None
-        raise
+        # Cancelled through the jobs API: the row says `cancelled`, answered as it is.
 
 
 @get("/v1/diarization", opt=route_opt("diarization"))

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import msgspec
-from litestar import Request, Response, delete, get
+from litestar import Litestar, Request, Response, delete, get
 
 from lexia.api.deps import RL_HEADERS_STATE, Services, caller, caller_limits, list_body, services
 from lexia.api.requestid import request_id
@@ -18,10 +19,11 @@ from lexia.services.idempotency import HEADER, parse_key
 from lexia.services.jobs import KINDS, RESULT_PATH, STATUSES, job_object, parse_after, parse_filter
 from lexia.services.resources import resource_view
 from lexia.services.submission import Admission, JobRequest, Submitted
+from lexia.services.transcripts import SyncJobs
 
 Req = Request[Any, Any, Any]
 # In-process registries of sync jobs that stop only when told to (sync diarizations watch their row).
-SYNC_JOBS_STATES = ("stt_sync_jobs",)
+SYNC_JOBS_STATE = "sync_jobs"
 
 
 def limit_param(request: Req) -> int:
@@ -138,13 +140,32 @@ async def cancel_job(request: Req) -> dict[str, Any]:
     return job_object(row)
 
 
+@contextlib.asynccontextmanager
+async def sync_jobs_lifespan(app: Litestar) -> AsyncIterator[None]:
+    """Own the sync jobs (transcriptions and diarizations) this process runs; on shutdown they
+    stop and are recorded as failed."""
+    jobs = SyncJobs()
+    app.state[SYNC_JOBS_STATE] = jobs
+    try:
+        yield
+    finally:
+        await jobs.aclose()
+
+
+def sync_jobs(request: Req) -> SyncJobs:
+    """The app's sync job registry (created by sync_jobs_lifespan, or on first use)."""
+    state = request.app.state
+    if SYNC_JOBS_STATE not in state:
+        state[SYNC_JOBS_STATE] = SyncJobs()
+    jobs: SyncJobs = state[SYNC_JOBS_STATE]
+    return jobs
+
+
 def stop_local(request: Req, job_id: str) -> None:
     """Stop a sync job running in this process now (others notice the row within a second)."""
-    state = request.app.state
-    for name in SYNC_JOBS_STATES:
-        registry = state.get(name)
-        if registry is not None:
-            registry.cancel(job_id)
+    registry = request.app.state.get(SYNC_JOBS_STATE)
+    if registry is not None:
+        registry.cancel(job_id)
 
 
 async def refresh_job_gauges(svc: Services) -> None:

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from typing import Any
 
-from litestar import Controller, Litestar, Request, Response, get, post
+from litestar import Controller, Request, Response, get, post
 
 from lexia.api.deps import bool_param, caller, caller_limits, note_usage, services
-from lexia.api.jobs import admit
+from lexia.api.jobs import admit, sync_jobs
 from lexia.api.security import route_opt
 from lexia.api.sources import convert, read_audio_body
 from lexia.audio import decode
@@ -24,7 +22,6 @@ from lexia.services.submission import JobRequest
 from lexia.services.transcription import options_from_request, require_diarizer, require_stt
 from lexia.services.transcripts import (
     JobProgress,
-    SyncJobs,
     TranscriptStore,
     run_transcript_job,
     stored_words,
@@ -32,29 +29,6 @@ from lexia.services.transcripts import (
 )
 
 Req = Request[Any, Any, Any]
-SYNC_JOBS_STATE = "stt_sync_jobs"
-
-
-@contextlib.asynccontextmanager
-async def sync_jobs_lifespan(app: Litestar) -> AsyncIterator[None]:
-    """Own the sync transcription tasks; on shutdown they stop and are recorded as failed."""
-    jobs = SyncJobs()
-    app.state[SYNC_JOBS_STATE] = jobs
-    try:
-        yield
-    finally:
-        await jobs.aclose()
-
-
-def sync_jobs(request: Req) -> SyncJobs:
-    """The app's sync job registry (created by sync_jobs_lifespan, or on first use)."""
-    state = request.app.state
-    if SYNC_JOBS_STATE not in state:
-        state[SYNC_JOBS_STATE] = SyncJobs()
-    jobs: SyncJobs = state[SYNC_JOBS_STATE]
-    return jobs
-
-
 def meter(request: Req, seconds: float, *, diarized: bool) -> None:
     """Record processed audio seconds on the request's usage event and in the metrics."""
     metrics = services(request).metrics

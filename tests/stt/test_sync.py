@@ -332,7 +332,7 @@ async def test_sync_timeout_answers_504_and_the_job_completes(live_app: LiveFact
 
 
 async def test_cancelled_sync_job_answers_200_cancelled(stt: Stt) -> None:
-    from lexia.api.transcriptions import SYNC_JOBS_STATE
+    from lexia.api.jobs import SYNC_JOBS_STATE
 
     stt.api.services.engines.stt = SlowSTT(2.0)
     request = asyncio.create_task(stt.sync())
@@ -378,7 +378,7 @@ async def test_size_and_duration_limits(live_app: LiveFactory, tmp_path: Path) -
 
 
 async def test_shutdown_stops_running_sync_jobs_and_records_them(stt: Stt) -> None:
-    from lexia.api.transcriptions import SYNC_JOBS_STATE
+    from lexia.api.jobs import SYNC_JOBS_STATE
 
     stt.api.services.engines.stt = SlowSTT(0.3)
     request = asyncio.create_task(stt.sync())
