@@ -7,19 +7,16 @@ from typing import Any
 
 from litestar import Request, Response, delete, get, post
 
-from lexia.api.deps import caller, caller_limits, list_body, page_params, services
-from lexia.api.jobs import admit, created_response, submit_async, sync_jobs
+from lexia.api.deps import caller, list_body, page_params, services
+from lexia.api.jobs import admit, created_response, receive_job, submit_async, sync_audio, sync_jobs
 from lexia.api.security import route_opt
-from lexia.api.sources import convert, read_audio_body
-from lexia.audio import decode
-from lexia.errors import Conflict, DiarizationFailed, Gone, ProcessingTimeout, ServiceUnavailable, ValidationFailed
-from lexia.intake import Spool, fetch_url
-from lexia.netguard import NetGuard
+from lexia.errors import Conflict, DiarizationFailed, Gone, ProcessingTimeout, ServiceUnavailable
+from lexia.intake import Spool
 from lexia.schemas.diarization import DIARIZATION_LIST_FIELDS, DIARIZATION_OBJECT_FIELDS, DiarizationRequest
 from lexia.services.diarization import diarization_object, options_from_request, rttm
 from lexia.services.jobs import STATUSES, parse_filter
 from lexia.services.resources import summary_view
-from lexia.services.submission import JobRequest, Submitted
+from lexia.services.submission import Submitted
 
 Req = Request[Any, Any, Any]
 def _validator(request: Req, *, sync: bool) -> Any:
@@ -50,30 +47,15 @@ async def create_diarization_sync(request: Req) -> Response[Any]:
     admission = await admit(request, "diarization", mode="sync")
     try:
         async with Spool(settings.audio.storage_dir) as spool:
-            body = await read_audio_body(
-                request, spool, allow_json=True,
+            job = await receive_job(
+                request, spool, "diarization", "/v1/diarization/sync", DiarizationRequest,
                 list_fields=DIARIZATION_LIST_FIELDS, object_fields=DIARIZATION_OBJECT_FIELDS,
-            )
-            fields = convert(body.data, DiarizationRequest, lax=body.multipart)
-            options = _validator(request, sync=True)(fields)
-            if (body.audio is None) == (fields.audio_url is None):
-                raise ValidationFailed("Send exactly one audio source: a file or an audio_url", param="file")
-            job = JobRequest(
-                kind="diarization", route="/v1/diarization/sync", fields=body.data, options=options,
-                audio=body.audio, audio_url=fields.audio_url, metadata=dict(fields.metadata or {}),
-                audio_retention_hours=fields.audio_retention_hours,
-                result_retention_days=fields.result_retention_days,
+                validate=_validator(request, sync=True),
             )
             replay = admission.replay_of(job)
             if replay is not None:
                 return created_response("diarization", Submitted(replay, replayed=True), 200)
-            param = "file" if body.audio is not None else "audio_url"
-            stored = body.audio or await fetch_url(
-                fields.audio_url or "", spool, NetGuard(settings.audio.ssrf_allowlist),
-                max_bytes=settings.audio.max_upload_bytes, timeout=settings.audio.fetch_timeout_seconds,
-            )
-            audio = await decode(stored.path, max_seconds=settings.audio.sync_max_audio_seconds, param=param)
-            await svc.limiter.debit(me.id, "audio", audio.duration, caller_limits(request)["audio_seconds_per_hour"])
+            audio = await sync_audio(request, spool, job)
             done = await admission.submit(job, spool, audio=audio)
             if done.replayed:
                 return created_response("diarization", done, 200)

@@ -13,8 +13,11 @@ from lexia.api.deps import RL_HEADERS_STATE, Services, caller, caller_limits, li
 from lexia.api.requestid import request_id
 from lexia.api.security import route_opt
 from lexia.api.sources import convert, read_audio_body
+from lexia.audio import decode
+from lexia.engines.base import Audio
 from lexia.errors import RateLimited, ValidationFailed
-from lexia.intake import Spool
+from lexia.intake import Spool, fetch_url
+from lexia.netguard import NetGuard
 from lexia.services.idempotency import HEADER, parse_key
 from lexia.services.jobs import KINDS, RESULT_PATH, STATUSES, job_object, parse_after, parse_filter
 from lexia.services.resources import resource_view
@@ -64,6 +67,55 @@ def created_response(kind: str, done: Submitted, status_code: int) -> Response[A
     return Response(resource_view(done.row, done.queue_position), status_code=status_code, headers=headers)
 
 
+async def receive_job(
+    request: Req,
+    spool: Spool,
+    kind: str,
+    route: str,
+    struct: type[msgspec.Struct],
+    *,
+    list_fields: frozenset[str],
+    object_fields: frozenset[str],
+    validate: Callable[[Any], dict[str, Any]],
+) -> JobRequest:
+    """Receive a job route's body into `spool`, validate its fields and sources: the JobRequest."""
+    body = await read_audio_body(request, spool, allow_json=True, list_fields=list_fields, object_fields=object_fields)
+    fields = convert(body.data, struct, lax=body.multipart)
+    options = validate(fields)
+    audio_url = getattr(fields, "audio_url", None)
+    if (body.audio is None) == (audio_url is None):
+        raise ValidationFailed("Send exactly one audio source: a file or an audio_url", param="file")
+    return JobRequest(
+        kind=kind,
+        route=route,
+        fields=body.data,
+        options=options,
+        audio=body.audio,
+        audio_url=audio_url,
+        webhook_url=getattr(fields, "webhook_url", None),
+        webhook_auth_header_name=getattr(fields, "webhook_auth_header_name", None),
+        webhook_auth_header_value=getattr(fields, "webhook_auth_header_value", None),
+        metadata=dict(getattr(fields, "metadata", None) or {}),
+        audio_retention_hours=getattr(fields, "audio_retention_hours", None),
+        result_retention_days=getattr(fields, "result_retention_days", None),
+    )
+
+
+async def sync_audio(request: Req, spool: Spool, job: JobRequest) -> Audio:
+    """A sync job's audio: fetched if it came as a URL, decoded within the sync limit, debited."""
+    svc = services(request)
+    settings = svc.settings.audio
+    stored = job.audio or await fetch_url(
+        job.audio_url or "", spool, NetGuard(settings.ssrf_allowlist),
+        max_bytes=settings.max_upload_bytes, timeout=settings.fetch_timeout_seconds,
+    )
+    param = "file" if job.audio is not None else "audio_url"
+    audio = await decode(stored.path, max_seconds=settings.sync_max_audio_seconds, param=param)
+    key = caller(request)
+    await svc.limiter.debit(key.id, "audio", audio.duration, caller_limits(request)["audio_seconds_per_hour"])
+    return audio
+
+
 async def submit_async(
     request: Req,
     kind: str,
@@ -78,31 +130,11 @@ async def submit_async(
     admission = await admit(request, kind)
     try:
         async with Spool(svc.settings.audio.storage_dir) as spool:
-            body = await read_audio_body(
-                request, spool, allow_json=True, list_fields=list_fields, object_fields=object_fields
+            job = await receive_job(
+                request, spool, kind, RESULT_PATH[kind], struct,
+                list_fields=list_fields, object_fields=object_fields, validate=validate,
             )
-            fields = convert(body.data, struct, lax=body.multipart)
-            options = validate(fields)
-            audio_url = getattr(fields, "audio_url", None)
-            if (body.audio is None) == (audio_url is None):
-                raise ValidationFailed("Send exactly one audio source: a file or an audio_url", param="file")
-            done = await admission.submit(
-                JobRequest(
-                    kind=kind,
-                    route=RESULT_PATH[kind],
-                    fields=body.data,
-                    options=options,
-                    audio=body.audio,
-                    audio_url=audio_url,
-                    webhook_url=getattr(fields, "webhook_url", None),
-                    webhook_auth_header_name=getattr(fields, "webhook_auth_header_name", None),
-                    webhook_auth_header_value=getattr(fields, "webhook_auth_header_value", None),
-                    metadata=dict(getattr(fields, "metadata", None) or {}),
-                    audio_retention_hours=getattr(fields, "audio_retention_hours", None),
-                    result_retention_days=getattr(fields, "result_retention_days", None),
-                ),
-                spool,
-            )
+            done = await admission.submit(job, spool)
     finally:
         await admission.__aexit__(None, None, None)
     return created_response(kind, done, 202)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import anyio
 from litestar import Request, Response, delete, get, post
 from litestar.response import File
 
-from lexia.api.deps import caller, list_body, page_params, services
+from lexia.api.deps import Services, caller, list_body, page_params, services
 from lexia.api.jobs import stop_local, submit_async
 from lexia.api.security import route_opt
 from lexia.errors import Gone
@@ -20,21 +21,27 @@ from lexia.services.transcription import options_from_request, require_diarizer,
 Req = Request[Any, Any, Any]
 
 
+def transcript_validator(svc: Services, *, sync: bool) -> Callable[[Any], dict[str, Any]]:
+    """Validate a transcript request's fields into stored options (a diarizer if it wants speakers)."""
+
+    def validate(fields: Any) -> dict[str, Any]:
+        options = options_from_request(fields, svc.engines, svc.settings.engines, sync=sync)
+        if options.speaker_labels:
+            require_diarizer(svc.engines)
+        return options.to_json()
+
+    return validate
+
+
 @post("/v1/transcriptions", opt=route_opt("stt", "audio"), status_code=202)
 async def create_transcript_job(request: Req) -> Response[Any]:
     """Queue a transcription: 202 with the transcript in `queued` and its Location."""
     svc = services(request)
     require_stt(svc.engines)
-
-    def validate(fields: Any) -> dict[str, Any]:
-        options = options_from_request(fields, svc.engines, svc.settings.engines, sync=False)
-        if options.speaker_labels:
-            require_diarizer(svc.engines)
-        return options.to_json()
-
     return await submit_async(
         request, "transcription", TranscriptRequest,
-        list_fields=TRANSCRIPT_LIST_FIELDS, object_fields=TRANSCRIPT_OBJECT_FIELDS, validate=validate,
+        list_fields=TRANSCRIPT_LIST_FIELDS, object_fields=TRANSCRIPT_OBJECT_FIELDS,
+        validate=transcript_validator(svc, sync=False),
     )
 
 

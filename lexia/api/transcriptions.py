@@ -7,19 +7,16 @@ from typing import Any
 
 from litestar import Controller, Request, Response, get, post
 
-from lexia.api.deps import bool_param, caller, caller_limits, note_usage, services
-from lexia.api.jobs import admit, sync_jobs
+from lexia.api.deps import bool_param, caller, note_usage, services
+from lexia.api.jobs import admit, receive_job, sync_audio, sync_jobs
 from lexia.api.security import route_opt
-from lexia.api.sources import convert, read_audio_body
-from lexia.audio import decode
+from lexia.api.transcript_jobs import transcript_validator
 from lexia.errors import Conflict, Gone, ProcessingTimeout, ServiceUnavailable, ValidationFailed
-from lexia.intake import Spool, fetch_url
-from lexia.netguard import NetGuard
+from lexia.intake import Spool
 from lexia.schemas.transcripts import TRANSCRIPT_LIST_FIELDS, TRANSCRIPT_OBJECT_FIELDS, TranscriptRequest
 from lexia.services import formats
 from lexia.services.resources import transcript_view
-from lexia.services.submission import JobRequest
-from lexia.services.transcription import options_from_request, require_diarizer, require_stt
+from lexia.services.transcription import TranscriptionOptions, require_stt
 from lexia.services.transcripts import (
     JobProgress,
     TranscriptStore,
@@ -66,36 +63,16 @@ class TranscriptController(Controller):
         admission = await admit(request, "transcription", mode="sync")
         try:
             async with Spool(settings.audio.storage_dir) as spool:
-                body = await read_audio_body(
-                    request, spool, allow_json=True,
+                job = await receive_job(
+                    request, spool, "transcription", "/v1/transcriptions/sync", TranscriptRequest,
                     list_fields=TRANSCRIPT_LIST_FIELDS, object_fields=TRANSCRIPT_OBJECT_FIELDS,
+                    validate=transcript_validator(svc, sync=True),
                 )
-                fields = convert(body.data, TranscriptRequest, lax=body.multipart)
-                options = options_from_request(fields, svc.engines, settings.engines, sync=True)
-                if options.speaker_labels:
-                    require_diarizer(svc.engines)
-                if (body.audio is None) == (fields.audio_url is None):
-                    raise ValidationFailed("Send exactly one audio source: a file or an audio_url", param="file")
-                job = JobRequest(
-                    kind="transcription", route="/v1/transcriptions/sync", fields=body.data,
-                    options=options.to_json(), audio=body.audio, audio_url=fields.audio_url,
-                    metadata=dict(fields.metadata or {}), audio_retention_hours=fields.audio_retention_hours,
-                    result_retention_days=fields.result_retention_days,
-                )
+                options = TranscriptionOptions.from_json(job.options)
                 replay = admission.replay_of(job)
                 if replay is not None:
                     return _replayed(await store.get(me.tenant_id, replay.id))
-                param = "file" if body.audio is not None else "audio_url"
-                stored = body.audio or await fetch_url(
-                    fields.audio_url or "",
-                    spool,
-                    NetGuard(settings.audio.ssrf_allowlist),
-                    max_bytes=settings.audio.max_upload_bytes,
-                    timeout=settings.audio.fetch_timeout_seconds,
-                )
-                audio = await decode(stored.path, max_seconds=settings.audio.sync_max_audio_seconds, param=param)
-                limits = caller_limits(request)
-                await svc.limiter.debit(me.id, "audio", audio.duration, limits["audio_seconds_per_hour"])
+                audio = await sync_audio(request, spool, job)
                 # The transcription runs here without renewing a lease: its row is leased for
                 # the job timeout, after which the sweeper counts it as lost.
                 done = await admission.submit(job, spool, audio=audio, lease_seconds=settings.jobs.timeout_seconds)
