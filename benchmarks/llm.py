@@ -70,7 +70,7 @@ def serve(args: argparse.Namespace) -> None:
     import uvicorn
 
     from lexia.app import create_app
-    from lexia.engines import Engines
+    from lexia.engines.base import Engines
     from lexia.engines.fakes import FakeLLM
     from lexia.settings import load_settings
 
@@ -416,21 +416,20 @@ async def main(args: argparse.Namespace) -> None:
 
 async def real_pairs(args: argparse.Namespace, pepper: str, secret: str) -> list[tuple[Result, list[Result]]]:
     from lexia.engines.vllm import load
-    from lexia.settings import EngineSettings
+    from lexia.settings import LLMSettings
     from tests.tiny_llama import build_tiny_llama
 
     for name, value in real_engine_env(Path("."), args.streams).items():
         if name.startswith(("VLLM_", "HF_")):
             os.environ.setdefault(name, value)
     model_dir = build_tiny_llama(Path(tempfile.mkdtemp(prefix="lexia-bench-llama-")))
-    settings = EngineSettings(
-        mode="real",
-        llm_model=str(model_dir),
-        llm_served_name=REAL_MODEL,
-        llm_max_model_len=1024,
-        llm_dtype="float32",
-        llm_enforce_eager=True,
-        llm_max_num_seqs=args.streams,
+    settings = LLMSettings(
+        model=str(model_dir),
+        served_name=REAL_MODEL,
+        max_model_len=1024,
+        dtype="float32",
+        enforce_eager=True,
+        max_num_seqs=args.streams,
     )
     engine = await load(settings)
     # min_tokens = max_tokens makes every stream exactly --tokens long whatever the random model says.

@@ -43,7 +43,8 @@ from lexia.api.transcriptions import TranscriptController
 from lexia.api.usage import usage
 from lexia.api.webhooks import get_delivery, get_secret, list_deliveries, redeliver, rotate_secret
 from lexia.db import open_db
-from lexia.engines import Engines, open_engines
+from lexia.engines.base import Engines
+from lexia.engines.registry import open_engines
 from lexia.logs import configure_logging
 from lexia.metrics import Metrics
 from lexia.queue import DramatiqQueue, make_broker

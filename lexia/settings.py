@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -75,45 +76,70 @@ class LimitSettings(msgspec.Struct, frozen=True, kw_only=True):
     lease_seconds: float = 1.0
 
 
+class LLMSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """The LLM engine (LEXIA_LLM_*)."""
+
+    enabled: bool = True
+    backend: str = "vllm"
+    model: str = ""
+    served_name: str = ""
+    aliases: tuple[str, ...] = ()
+    max_model_len: int = 0
+    gpu_memory_utilization: float = 0.60
+    tool_parser: str = ""
+    max_n: int = 8
+    max_queued: int = 256
+    dtype: str = "auto"
+    quantization: str = ""
+    tensor_parallel_size: int = 1
+    chat_template: str = ""
+    enforce_eager: bool = False
+    max_num_seqs: int = 0
+
+
+class STTSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """The speech-to-text engine (LEXIA_STT_*)."""
+
+    enabled: bool = True
+    backend: str = "whisper"
+    model: str = "large-v3"
+    model_aliases: tuple[str, ...] = ("whisper-1",)
+    compute_type: str = "float16"
+    beam_size: int = 5
+    vad: bool = True
+    default_language: str = "auto"
+    device: str = "auto"
+    device_index: int = 0
+    cpu_threads: int = 0
+    num_workers: int = 1
+    batch_size: int = 1
+    temperature_fallback: bool = True
+
+
+class DiarizationSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """The speaker-diarization engine (LEXIA_DIARIZATION_*)."""
+
+    enabled: bool = True
+    backend: str = "pyannote"
+    model: str = "pyannote/speaker-diarization-community-1"
+    device: str = "auto"
+    max_speakers: int = 20
+
+
 class EngineSettings(msgspec.Struct, frozen=True, kw_only=True):
-    """Which engines run and with which models."""
+    """Which engines run (real or fake), with one nested section per engine kind."""
 
     mode: Literal["auto", "fake", "real"] = "auto"
-    llm_enabled: bool = True
-    stt_enabled: bool = True
-    diarization_enabled: bool = True
-    llm_model: str = ""
-    llm_served_name: str = ""
-    llm_aliases: tuple[str, ...] = ()
-    llm_max_model_len: int = 0
-    llm_gpu_memory_utilization: float = 0.60
-    llm_tool_parser: str = ""
-    llm_max_n: int = 8
-    llm_max_queued: int = 256
-    llm_dtype: str = "auto"
-    llm_quantization: str = ""
-    llm_tensor_parallel_size: int = 1
-    llm_chat_template: str = ""
-    llm_enforce_eager: bool = False
-    llm_max_num_seqs: int = 0
-    stt_model: str = "large-v3"
-    stt_model_aliases: tuple[str, ...] = ("whisper-1",)
-    stt_compute_type: str = "float16"
-    stt_beam_size: int = 5
-    stt_vad: bool = True
-    stt_default_language: str = "auto"
-    stt_device: str = "auto"
-    stt_device_index: int = 0
-    stt_cpu_threads: int = 0
-    stt_num_workers: int = 1
-    stt_batch_size: int = 1
-    stt_temperature_fallback: bool = True
-    diarization_model: str = "pyannote/speaker-diarization-community-1"
-    diarization_device: str = "auto"
-    max_speakers: int = 20
+    llm: LLMSettings = LLMSettings()
+    stt: STTSettings = STTSettings()
+    diarization: DiarizationSettings = DiarizationSettings()
     # Fakes only: wall-clock seconds spent per second of audio (0 = as fast as possible), so
     # development and tests can watch progress, cancel and kill workers mid-job.
     fake_delay: float = 0.0
+
+    def enabled(self) -> dict[str, bool]:
+        """Engine kind -> whether it is enabled."""
+        return {"llm": self.llm.enabled, "stt": self.stt.enabled, "diarization": self.diarization.enabled}
 
 
 class AudioSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -209,126 +235,98 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         return VERSION
 
 
-# Section name -> {field name -> environment variable}.
-_ENV_NAMES: dict[str, dict[str, str]] = {
-    "server": {
-        "env": "LEXIA_ENV",
-        "host": "LEXIA_HOST",
-        "port": "LEXIA_PORT",
-        "docs_enabled": "LEXIA_DOCS_ENABLED",
-        "cors_origins": "LEXIA_CORS_ORIGINS",
-        "log_level": "LEXIA_LOG_LEVEL",
-        "metrics_token": "LEXIA_METRICS_TOKEN",
-        "metrics_per_key": "LEXIA_METRICS_PER_KEY",
-        "max_json_bytes": "LEXIA_MAX_JSON_BYTES",
-    },
-    "data": {
-        "database_url": "LEXIA_DATABASE_URL",
-        "redis_url": "LEXIA_REDIS_URL",
-        "db_pool_size": "LEXIA_DB_POOL_SIZE",
-    },
-    "security": {
-        "key_pepper": "LEXIA_KEY_PEPPER",
-        "key_pepper_previous": "LEXIA_KEY_PEPPER_PREVIOUS",
-        "key_cache_seconds": "LEXIA_KEY_CACHE_SECONDS",
-    },
-    "limits": {
-        "enabled": "LEXIA_RATE_LIMIT_ENABLED",
-        "fail_open": "LEXIA_RATE_LIMIT_FAIL_OPEN",
-        "requests_per_minute": "LEXIA_DEFAULT_REQUESTS_PER_MINUTE",
-        "tokens_per_minute": "LEXIA_DEFAULT_TOKENS_PER_MINUTE",
-        "audio_seconds_per_hour": "LEXIA_DEFAULT_AUDIO_SECONDS_PER_HOUR",
-        "max_concurrent_jobs": "LEXIA_DEFAULT_MAX_CONCURRENT_JOBS",
-        "concurrency_retry_after_seconds": "LEXIA_CONCURRENCY_RETRY_AFTER_SECONDS",
-        "lease_fraction": "LEXIA_RATE_LIMIT_LEASE_FRACTION",
-        "lease_seconds": "LEXIA_RATE_LIMIT_LEASE_SECONDS",
-    },
-    "engines": {
-        "mode": "LEXIA_ENGINES",
-        "llm_enabled": "LEXIA_LLM_ENABLED",
-        "stt_enabled": "LEXIA_STT_ENABLED",
-        "diarization_enabled": "LEXIA_DIARIZATION_ENABLED",
-        "llm_model": "LEXIA_LLM_MODEL",
-        "llm_served_name": "LEXIA_LLM_SERVED_NAME",
-        "llm_aliases": "LEXIA_LLM_ALIASES",
-        "llm_max_model_len": "LEXIA_LLM_MAX_MODEL_LEN",
-        "llm_gpu_memory_utilization": "LEXIA_LLM_GPU_MEMORY_UTILIZATION",
-        "llm_tool_parser": "LEXIA_LLM_TOOL_PARSER",
-        "llm_max_n": "LEXIA_LLM_MAX_N",
-        "llm_max_queued": "LEXIA_LLM_MAX_QUEUED",
-        "llm_dtype": "LEXIA_LLM_DTYPE",
-        "llm_quantization": "LEXIA_LLM_QUANTIZATION",
-        "llm_tensor_parallel_size": "LEXIA_LLM_TENSOR_PARALLEL_SIZE",
-        "llm_chat_template": "LEXIA_LLM_CHAT_TEMPLATE",
-        "llm_enforce_eager": "LEXIA_LLM_ENFORCE_EAGER",
-        "llm_max_num_seqs": "LEXIA_LLM_MAX_NUM_SEQS",
-        "stt_model": "LEXIA_STT_MODEL",
-        "stt_model_aliases": "LEXIA_STT_MODEL_ALIASES",
-        "stt_compute_type": "LEXIA_STT_COMPUTE_TYPE",
-        "stt_beam_size": "LEXIA_STT_BEAM_SIZE",
-        "stt_vad": "LEXIA_STT_VAD",
-        "stt_default_language": "LEXIA_STT_DEFAULT_LANGUAGE",
-        "stt_device": "LEXIA_STT_DEVICE",
-        "stt_device_index": "LEXIA_STT_DEVICE_INDEX",
-        "stt_cpu_threads": "LEXIA_STT_CPU_THREADS",
-        "stt_num_workers": "LEXIA_STT_NUM_WORKERS",
-        "stt_batch_size": "LEXIA_STT_BATCH_SIZE",
-        "stt_temperature_fallback": "LEXIA_STT_TEMPERATURE_FALLBACK",
-        "diarization_model": "LEXIA_DIARIZATION_MODEL",
-        "diarization_device": "LEXIA_DIARIZATION_DEVICE",
-        "max_speakers": "LEXIA_MAX_SPEAKERS",
-        "fake_delay": "LEXIA_FAKE_ENGINE_DELAY",
-    },
-    "audio": {
-        "storage_dir": "LEXIA_STORAGE_DIR",
-        "max_upload_bytes": "LEXIA_MAX_UPLOAD_BYTES",
-        "max_audio_seconds": "LEXIA_MAX_AUDIO_SECONDS",
-        "sync_max_audio_seconds": "LEXIA_SYNC_MAX_AUDIO_SECONDS",
-        "sync_timeout_seconds": "LEXIA_SYNC_TIMEOUT_SECONDS",
-        "fetch_timeout_seconds": "LEXIA_AUDIO_FETCH_TIMEOUT_SECONDS",
-        "ssrf_allowlist": "LEXIA_SSRF_ALLOWLIST",
-    },
-    "jobs": {
-        "queue_max_depth": "LEXIA_QUEUE_MAX_DEPTH",
-        "max_attempts": "LEXIA_JOB_MAX_ATTEMPTS",
-        "timeout_seconds": "LEXIA_JOB_TIMEOUT_SECONDS",
-        "idempotency_ttl_seconds": "LEXIA_IDEMPOTENCY_TTL_SECONDS",
-        "lease_seconds": "LEXIA_JOB_LEASE_SECONDS",
-        "sweep_interval_seconds": "LEXIA_JOB_SWEEP_SECONDS",
-        "requeue_after_seconds": "LEXIA_JOB_REQUEUE_SECONDS",
-        "progress_interval_seconds": "LEXIA_JOB_PROGRESS_SECONDS",
-        "poll_seconds": "LEXIA_WORKER_POLL_SECONDS",
-    },
-    "webhooks": {
-        "timeout_seconds": "LEXIA_WEBHOOK_TIMEOUT_SECONDS",
-        "retry_schedule": "LEXIA_WEBHOOK_RETRY_SCHEDULE",
-        "secret_grace_hours": "LEXIA_WEBHOOK_SECRET_GRACE_HOURS",
-    },
-    "usage": {
-        "flush_interval_seconds": "LEXIA_USAGE_FLUSH_SECONDS",
-        "batch_size": "LEXIA_USAGE_BATCH_SIZE",
-    },
-    "retention": {
-        "audio_hours": "LEXIA_RETENTION_AUDIO_HOURS",
-        "result_days": "LEXIA_RETENTION_RESULT_DAYS",
-        "purge_interval_seconds": "LEXIA_RETENTION_PURGE_SECONDS",
-    },
+# Environment variable -> dotted path of the field it sets (API.md §9).
+ENV_FIELDS: dict[str, str] = {
+    "LEXIA_ENV": "server.env",
+    "LEXIA_HOST": "server.host",
+    "LEXIA_PORT": "server.port",
+    "LEXIA_DOCS_ENABLED": "server.docs_enabled",
+    "LEXIA_CORS_ORIGINS": "server.cors_origins",
+    "LEXIA_LOG_LEVEL": "server.log_level",
+    "LEXIA_METRICS_TOKEN": "server.metrics_token",
+    "LEXIA_METRICS_PER_KEY": "server.metrics_per_key",
+    "LEXIA_MAX_JSON_BYTES": "server.max_json_bytes",
+    "LEXIA_DATABASE_URL": "data.database_url",
+    "LEXIA_REDIS_URL": "data.redis_url",
+    "LEXIA_DB_POOL_SIZE": "data.db_pool_size",
+    "LEXIA_KEY_PEPPER": "security.key_pepper",
+    "LEXIA_KEY_PEPPER_PREVIOUS": "security.key_pepper_previous",
+    "LEXIA_KEY_CACHE_SECONDS": "security.key_cache_seconds",
+    "LEXIA_RATE_LIMIT_ENABLED": "limits.enabled",
+    "LEXIA_RATE_LIMIT_FAIL_OPEN": "limits.fail_open",
+    "LEXIA_DEFAULT_REQUESTS_PER_MINUTE": "limits.requests_per_minute",
+    "LEXIA_DEFAULT_TOKENS_PER_MINUTE": "limits.tokens_per_minute",
+    "LEXIA_DEFAULT_AUDIO_SECONDS_PER_HOUR": "limits.audio_seconds_per_hour",
+    "LEXIA_DEFAULT_MAX_CONCURRENT_JOBS": "limits.max_concurrent_jobs",
+    "LEXIA_CONCURRENCY_RETRY_AFTER_SECONDS": "limits.concurrency_retry_after_seconds",
+    "LEXIA_RATE_LIMIT_LEASE_FRACTION": "limits.lease_fraction",
+    "LEXIA_RATE_LIMIT_LEASE_SECONDS": "limits.lease_seconds",
+    "LEXIA_ENGINES": "engines.mode",
+    "LEXIA_FAKE_ENGINE_DELAY": "engines.fake_delay",
+    "LEXIA_LLM_ENABLED": "engines.llm.enabled",
+    "LEXIA_LLM_BACKEND": "engines.llm.backend",
+    "LEXIA_LLM_MODEL": "engines.llm.model",
+    "LEXIA_LLM_SERVED_NAME": "engines.llm.served_name",
+    "LEXIA_LLM_ALIASES": "engines.llm.aliases",
+    "LEXIA_LLM_MAX_MODEL_LEN": "engines.llm.max_model_len",
+    "LEXIA_LLM_GPU_MEMORY_UTILIZATION": "engines.llm.gpu_memory_utilization",
+    "LEXIA_LLM_TOOL_PARSER": "engines.llm.tool_parser",
+    "LEXIA_LLM_MAX_N": "engines.llm.max_n",
+    "LEXIA_LLM_MAX_QUEUED": "engines.llm.max_queued",
+    "LEXIA_LLM_DTYPE": "engines.llm.dtype",
+    "LEXIA_LLM_QUANTIZATION": "engines.llm.quantization",
+    "LEXIA_LLM_TENSOR_PARALLEL_SIZE": "engines.llm.tensor_parallel_size",
+    "LEXIA_LLM_CHAT_TEMPLATE": "engines.llm.chat_template",
+    "LEXIA_LLM_ENFORCE_EAGER": "engines.llm.enforce_eager",
+    "LEXIA_LLM_MAX_NUM_SEQS": "engines.llm.max_num_seqs",
+    "LEXIA_STT_ENABLED": "engines.stt.enabled",
+    "LEXIA_STT_BACKEND": "engines.stt.backend",
+    "LEXIA_STT_MODEL": "engines.stt.model",
+    "LEXIA_STT_MODEL_ALIASES": "engines.stt.model_aliases",
+    "LEXIA_STT_COMPUTE_TYPE": "engines.stt.compute_type",
+    "LEXIA_STT_BEAM_SIZE": "engines.stt.beam_size",
+    "LEXIA_STT_VAD": "engines.stt.vad",
+    "LEXIA_STT_DEFAULT_LANGUAGE": "engines.stt.default_language",
+    "LEXIA_STT_DEVICE": "engines.stt.device",
+    "LEXIA_STT_DEVICE_INDEX": "engines.stt.device_index",
+    "LEXIA_STT_CPU_THREADS": "engines.stt.cpu_threads",
+    "LEXIA_STT_NUM_WORKERS": "engines.stt.num_workers",
+    "LEXIA_STT_BATCH_SIZE": "engines.stt.batch_size",
+    "LEXIA_STT_TEMPERATURE_FALLBACK": "engines.stt.temperature_fallback",
+    "LEXIA_DIARIZATION_ENABLED": "engines.diarization.enabled",
+    "LEXIA_DIARIZATION_BACKEND": "engines.diarization.backend",
+    "LEXIA_DIARIZATION_MODEL": "engines.diarization.model",
+    "LEXIA_DIARIZATION_DEVICE": "engines.diarization.device",
+    "LEXIA_MAX_SPEAKERS": "engines.diarization.max_speakers",
+    "LEXIA_STORAGE_DIR": "audio.storage_dir",
+    "LEXIA_MAX_UPLOAD_BYTES": "audio.max_upload_bytes",
+    "LEXIA_MAX_AUDIO_SECONDS": "audio.max_audio_seconds",
+    "LEXIA_SYNC_MAX_AUDIO_SECONDS": "audio.sync_max_audio_seconds",
+    "LEXIA_SYNC_TIMEOUT_SECONDS": "audio.sync_timeout_seconds",
+    "LEXIA_AUDIO_FETCH_TIMEOUT_SECONDS": "audio.fetch_timeout_seconds",
+    "LEXIA_SSRF_ALLOWLIST": "audio.ssrf_allowlist",
+    "LEXIA_QUEUE_MAX_DEPTH": "jobs.queue_max_depth",
+    "LEXIA_JOB_MAX_ATTEMPTS": "jobs.max_attempts",
+    "LEXIA_JOB_TIMEOUT_SECONDS": "jobs.timeout_seconds",
+    "LEXIA_IDEMPOTENCY_TTL_SECONDS": "jobs.idempotency_ttl_seconds",
+    "LEXIA_JOB_LEASE_SECONDS": "jobs.lease_seconds",
+    "LEXIA_JOB_SWEEP_SECONDS": "jobs.sweep_interval_seconds",
+    "LEXIA_JOB_REQUEUE_SECONDS": "jobs.requeue_after_seconds",
+    "LEXIA_JOB_PROGRESS_SECONDS": "jobs.progress_interval_seconds",
+    "LEXIA_WORKER_POLL_SECONDS": "jobs.poll_seconds",
+    "LEXIA_WEBHOOK_TIMEOUT_SECONDS": "webhooks.timeout_seconds",
+    "LEXIA_WEBHOOK_RETRY_SCHEDULE": "webhooks.retry_schedule",
+    "LEXIA_WEBHOOK_SECRET_GRACE_HOURS": "webhooks.secret_grace_hours",
+    "LEXIA_USAGE_FLUSH_SECONDS": "usage.flush_interval_seconds",
+    "LEXIA_USAGE_BATCH_SIZE": "usage.batch_size",
+    "LEXIA_RETENTION_AUDIO_HOURS": "retention.audio_hours",
+    "LEXIA_RETENTION_RESULT_DAYS": "retention.result_days",
+    "LEXIA_RETENTION_PURGE_SECONDS": "retention.purge_interval_seconds",
 }
-
-_SECTIONS: dict[str, type[msgspec.Struct]] = {
-    "server": ServerSettings,
-    "data": DataSettings,
-    "security": SecuritySettings,
-    "limits": LimitSettings,
-    "engines": EngineSettings,
-    "audio": AudioSettings,
-    "jobs": JobSettings,
-    "webhooks": WebhookSettings,
-    "usage": UsageSettings,
-    "retention": RetentionSettings,
-}
-
-_TUPLE_FIELDS = {"cors_origins", "llm_aliases", "stt_model_aliases", "ssrf_allowlist"}
+_FIELD_ENV = {path: var for var, path in ENV_FIELDS.items()}
+_LIST_FIELDS = {"server.cors_origins", "engines.llm.aliases", "engines.stt.model_aliases", "audio.ssrf_allowlist"}
+# LEXIA_* names read by the project's own tools rather than the server (tests, benchmarks, scripts).
+TOOL_PREFIXES = ("LEXIA_TEST_", "LEXIA_BENCH_")
 
 
 def _dec_hook(kind: type, obj: Any) -> Any:
@@ -338,38 +336,47 @@ def _dec_hook(kind: type, obj: Any) -> Any:
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
-    """Build Settings from an environment mapping; raise SettingsError with the reason."""
+    """Build Settings from an environment mapping; raise SettingsError naming the variable at fault."""
     env = dict(os.environ if environ is None else environ)
-    raw: dict[str, dict[str, Any]] = {}
-    for section, names in _ENV_NAMES.items():
-        values: dict[str, Any] = {}
-        for field, var in names.items():
-            if var not in env:
-                continue
-            value: Any = env[var]
-            if field in _TUPLE_FIELDS:
-                value = [part.strip() for part in value.split(",") if part.strip()]
-            values[field] = value
-        raw[section] = values
-    sections: dict[str, Any] = {}
-    for section, values in raw.items():
-        try:
-            sections[section] = msgspec.convert(
-                values, _SECTIONS[section], strict=False, dec_hook=_dec_hook
-            )
-        except msgspec.ValidationError as exc:
-            raise SettingsError(_explain(section, str(exc))) from None
-    settings = Settings(**sections)
+    tree: dict[str, Any] = {}
+    for var, path in ENV_FIELDS.items():
+        if var not in env:
+            continue
+        value: Any = env[var]
+        if path in _LIST_FIELDS:
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        *parents, name = path.split(".")
+        node = tree
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[name] = value
+    try:
+        settings = msgspec.convert(tree, Settings, strict=False, dec_hook=_dec_hook)
+    except msgspec.ValidationError as exc:
+        raise SettingsError(_explain(str(exc))) from None
     _check(settings, env)
     return settings
 
 
-def _explain(section: str, message: str) -> str:
-    if "$." in message:
-        field = message.rsplit("$.", 1)[1].rstrip("`")
-        var = _ENV_NAMES[section].get(field, field)
-        return f"{var}: {message.split(' - at ', maxsplit=1)[0]}"
+def _explain(message: str) -> str:
+    """msgspec's `... - at `$.engines.stt.model`` as `LEXIA_STT_MODEL: ...`."""
+    if " - at `$." in message:
+        text, _, where = message.partition(" - at `$.")
+        path = where.rstrip("`")
+        return f"{_FIELD_ENV.get(path, path)}: {text}"
     return message
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[tuple[str, str | None]]:
+    """LEXIA_* variables no setting reads, each with the closest known name (a likely typo) or None."""
+    known = list(ENV_FIELDS)
+    found: list[tuple[str, str | None]] = []
+    for var in sorted(environ):
+        if not var.startswith("LEXIA_") or var in ENV_FIELDS or var.startswith(TOOL_PREFIXES):
+            continue
+        close = difflib.get_close_matches(var, known, n=1, cutoff=0.6)
+        found.append((var, close[0] if close else None))
+    return found
 
 
 def _check(settings: Settings, env: Mapping[str, str]) -> None:
@@ -394,7 +401,7 @@ def _check(settings: Settings, env: Mapping[str, str]) -> None:
             "LEXIA_KEY_PEPPER is not set: run `make start` once (it writes one into .env) "
             "or export a random value of at least 32 bytes"
         )
-    if not 0 < settings.engines.llm_gpu_memory_utilization <= 1:
+    if not 0 < settings.engines.llm.gpu_memory_utilization <= 1:
         raise SettingsError("LEXIA_LLM_GPU_MEMORY_UTILIZATION must be in (0, 1]")
     if not 0 <= settings.limits.lease_fraction <= 0.1 or settings.limits.lease_seconds <= 0:
         raise SettingsError(

@@ -27,7 +27,7 @@ from litestar import Litestar
 from lexia.api.deps import Services
 from lexia.app import create_app
 from lexia.db.migrations import libpq_dsn
-from lexia.engines import Engines
+from lexia.engines.base import Engines
 from lexia.queue import DramatiqQueue
 from lexia.services.keys import ApiKey
 from lexia.settings import Settings

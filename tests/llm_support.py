@@ -16,8 +16,7 @@ from openai import AsyncOpenAI
 from lexia.api.chat import llm_service
 from lexia.api.deps import Services
 from lexia.app import create_app
-from lexia.engines import Engines
-from lexia.engines.base import LLMEngine
+from lexia.engines.base import Engines, LLMEngine
 from lexia.engines.fakes import FakeLLM
 from lexia.services.chat import LLMService
 from lexia.services.keys import ApiKey

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from lexia.engines.base import DiarizeOptions, SpeakerTurn
 from lexia.engines.pyannote import PyannoteConfig, speaker_kwargs, to_turns
-from lexia.settings import EngineSettings
+from lexia.settings import DiarizationSettings
 
 
 @dataclass
@@ -49,5 +49,5 @@ def test_to_turns_reads_both_output_shapes_clamps_and_sorts() -> None:
 
 
 def test_config_reads_the_diarization_settings() -> None:
-    settings = EngineSettings(diarization_model="/models/pya", diarization_device="cuda:1", max_speakers=8)
+    settings = DiarizationSettings(model="/models/pya", device="cuda:1", max_speakers=8)
     assert PyannoteConfig.from_settings(settings) == PyannoteConfig("/models/pya", "cuda:1", 8)

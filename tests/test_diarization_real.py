@@ -18,11 +18,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from lexia.engines import EngineLoadError
-from lexia.engines.base import Audio, DiarizeOptions, Diarizer, SpeakerTurn
+from lexia.engines.base import Audio, DiarizeOptions, Diarizer, EngineLoadError, SpeakerTurn
 from lexia.engines.pyannote import PyannoteConfig, PyannoteDiarizer, load
 from lexia.errors import EngineUnavailable
-from lexia.settings import EngineSettings
+from lexia.settings import DiarizationSettings
 
 pytestmark = pytest.mark.real_engines
 SECONDS = 6.0
@@ -170,9 +169,7 @@ async def test_closed_engine_is_unavailable(tmp_path: Path) -> None:
 
 async def test_load_reports_a_missing_pipeline_as_a_load_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    missing = EngineSettings(
-        mode="real", diarization_model=str(tmp_path / "no-such-pipeline"), diarization_device="cpu"
-    )
+    missing = DiarizationSettings(model=str(tmp_path / "no-such-pipeline"), device="cpu")
     with pytest.raises(EngineLoadError, match="diarization pipeline"):
         await load(missing)
 

@@ -10,8 +10,7 @@ from typing import Any
 import pytest
 
 from lexia.api.jobs import SYNC_JOBS_STATE
-from lexia.engines import Engines
-from lexia.engines.base import Audio, DiarizeOptions, SpeakerTurn
+from lexia.engines.base import Audio, DiarizeOptions, Engines, SpeakerTurn
 from lexia.engines.fakes import FakeDiarizer, FakeSTT
 from lexia.queue import ListQueue
 from tests.conftest import bearer

@@ -14,7 +14,7 @@ import pytest
 
 from lexia.engines.base import LLMEngine, LLMRequest
 from lexia.engines.vllm import VLLMEngine, load
-from lexia.settings import EngineSettings
+from lexia.settings import LLMSettings
 from tests.conftest import bearer
 from tests.engine_contract_llm import CONTRACT, WEATHER, collect
 from tests.llm_support import LLMAppFactory, asgi_post, llm_apps, parse_sse, sdk
@@ -38,16 +38,15 @@ async def vllm_engine(tiny_llama: Path) -> AsyncIterator[VLLMEngine]:
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
-    settings = EngineSettings(
-        mode="real",
-        llm_model=str(tiny_llama),
-        llm_served_name=SERVED,
-        llm_aliases=("tiny",),
-        llm_max_model_len=512,
-        llm_dtype="float32",
-        llm_enforce_eager=True,
-        llm_max_num_seqs=4,
-        llm_tool_parser="hermes",
+    settings = LLMSettings(
+        model=str(tiny_llama),
+        served_name=SERVED,
+        aliases=("tiny",),
+        max_model_len=512,
+        dtype="float32",
+        enforce_eager=True,
+        max_num_seqs=4,
+        tool_parser="hermes",
     )
     engine = await load(settings)
     yield engine

@@ -20,7 +20,7 @@ import pytest
 import redis.asyncio as aioredis
 from prometheus_client.parser import text_string_to_metric_families
 
-from lexia.engines import Engines
+from lexia.engines.base import Engines
 from lexia.engines.fakes import FakeDiarizer, FakeSTT
 from lexia.metrics import JOB_BUCKETS, HistogramTotals, Metrics, PodTotals, le_label
 from lexia.queue import ListQueue

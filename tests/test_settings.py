@@ -20,7 +20,7 @@ def test_defaults_follow_the_contract() -> None:
     assert settings.engines.mode == "auto"
     assert settings.limits.requests_per_minute == 300 and settings.limits.tokens_per_minute == 200_000
     assert settings.audio.max_upload_bytes == 2 * 1024**3
-    assert settings.engines.stt_model_aliases == ("whisper-1",)
+    assert settings.engines.stt.model_aliases == ("whisper-1",)
 
 
 def test_values_are_converted_and_lists_split() -> None:

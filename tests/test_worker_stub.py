@@ -9,8 +9,7 @@ from typing import Any
 
 import pytest
 
-from lexia.engines import Engines
-from lexia.engines.base import Audio, Segment, STTOptions, Transcript
+from lexia.engines.base import Audio, Engines, Segment, STTOptions, Transcript
 from lexia.engines.fakes import FakeDiarizer, FakeSTT
 from lexia.queue import ListQueue
 from lexia.services.lifecycle import Lifecycle
@@ -92,7 +91,7 @@ async def test_transcription_actor_completes_jobs_with_engines_loaded_once(
     monkeypatch.setattr(runtime_module, "open_engines", counting_open)
     settings = job_settings(tmp_path)
     with stub_worker(settings) as w:
-        assert len(opened) == 1 and opened[0].llm_enabled is False  # at boot, before any job
+        assert len(opened) == 1 and opened[0].llm.enabled is False  # at boot, before any job
         api = await serve(settings, queue=w.queue)
         _, key = await api.make_key()
         audio = wav_bytes(7.0, tmp_path / "a.wav")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import msgspec
@@ -23,7 +23,6 @@ from lexia.api.sources import convert, hold_slot, read_audio_body, release_slot
 from lexia.api.transcriptions import meter
 from lexia.audio import decode
 from lexia.engines.base import Audio, Segment
-from lexia.engines.languages import WHISPER_LANGUAGES
 from lexia.errors import LexiaError, ProcessingTimeout, TranscriptionFailed, ValidationFailed
 from lexia.ids import new_id
 from lexia.intake import Spool
@@ -83,7 +82,7 @@ def _options(request: Req, form: TranscriptionForm | TranslationForm, task: str)
         speakers_expected=form.speakers_expected,
         min_speakers=form.min_speakers_expected,
         max_speakers=form.max_speakers_expected,
-        max_allowed=svc.settings.engines.max_speakers,
+        max_allowed=svc.settings.engines.diarization.max_speakers,
     )
     hinted = any(
         v is not None for v in (form.speakers_expected, form.min_speakers_expected, form.max_speakers_expected)
@@ -155,7 +154,7 @@ async def _audio_route(request: Req, *, task: str) -> Response[Any]:
             meter(request, progress.processed_seconds, diarized=options.speaker_labels)
             raise
         meter(request, audio.duration, diarized=result.diarized)
-        return render(result, form, task)
+        return render(result, form, task, require_stt(svc.engines).languages())
     finally:
         if not streaming:
             await release_slot(request, holder)
@@ -249,14 +248,15 @@ def diarized_segments(result: TranscriptResult) -> list[dict[str, Any]]:
     ]
 
 
-def _verbose(result: TranscriptResult, form: TranscriptionForm | TranslationForm, task: str) -> dict[str, Any]:
+def _verbose(
+    result: TranscriptResult, form: TranscriptionForm | TranslationForm, task: str, names: Mapping[str, str]
+) -> dict[str, Any]:
+    language_name = names.get(result.language_code, result.language_code)
     granularities = set(getattr(form, "timestamp_granularities", None) or ["segment"])
     speakers = bool(getattr(form, "speaker_labels", False)) and result.diarized
     body: dict[str, Any] = {
         "task": task,
-        "language": "english"
-        if task == "translate"
-        else WHISPER_LANGUAGES.get(result.language_code, result.language_code),
+        "language": "english" if task == "translate" else language_name,
         "duration": round(result.duration, 3),
         "text": result.text,
     }
@@ -291,7 +291,9 @@ def _verbose(result: TranscriptResult, form: TranscriptionForm | TranslationForm
     return body
 
 
-def render(result: TranscriptResult, form: TranscriptionForm | TranslationForm, task: str) -> Response[Any]:
+def render(
+    result: TranscriptResult, form: TranscriptionForm | TranslationForm, task: str, names: Mapping[str, str]
+) -> Response[Any]:
     """The §4.6 response for the requested response_format."""
     fmt = form.response_format
     usage = formats.usage_seconds(result.duration)
@@ -304,7 +306,7 @@ def render(result: TranscriptResult, form: TranscriptionForm | TranslationForm, 
             return Response(formats.srt(cues), media_type="text/plain; charset=utf-8")
         return Response(formats.vtt(cues), media_type="text/vtt; charset=utf-8")
     if fmt == "verbose_json":
-        return Response(_verbose(result, form, task))
+        return Response(_verbose(result, form, task, names))
     if fmt == "diarized_json":
         return Response(
             {

@@ -28,7 +28,7 @@ def llm_service(app: Litestar) -> LLMService:
     svc = app.state.services
     cached = app.state.get(LLM_STATE)
     if cached is None or cached[0] is not svc:
-        service = LLMService(svc.engines.llm, svc.settings.engines, on_queue_change=svc.metrics.llm_queue.set)
+        service = LLMService(svc.engines.llm, svc.settings.engines.llm, on_queue_change=svc.metrics.llm_queue.set)
         cached = (svc, service)
         app.state[LLM_STATE] = cached
     return cached[1]

@@ -15,7 +15,7 @@ from litestar import Request
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from lexia.api.errors import is_unknown_field, msgspec_message, msgspec_param
-from lexia.engines import Engines
+from lexia.engines.base import Engines
 from lexia.errors import InvalidJSON, PayloadTooLarge, UnknownParameter, UnsupportedMediaType, ValidationFailed
 from lexia.ids import is_id
 from lexia.metrics import Metrics

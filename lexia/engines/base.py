@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
@@ -13,6 +15,15 @@ from lexia.errors import ContextLengthExceeded
 
 ModelKind = Literal["llm", "stt", "diarization"]
 ModelStatus = Literal["ready", "loading", "unavailable", "disabled"]
+
+
+class EngineLoadError(RuntimeError):
+    """An engine could not be loaded at startup (the message says what to change)."""
+
+
+def served_id(model: str) -> str:
+    """The id a model is served under: its name as given, or the last part of a local path."""
+    return Path(model.rstrip("/")).name if ("/" in model and Path(model).exists()) else model
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,8 +242,8 @@ class STTEngine(Protocol):
         """The model this engine serves."""
         ...
 
-    def languages(self) -> frozenset[str]:
-        """Language codes the model can transcribe (Whisper codes, e.g. `en`, `fr`, `haw`)."""
+    def languages(self) -> Mapping[str, str]:
+        """Code -> lower-case English name of each language the model can transcribe (`fr` -> `french`)."""
         ...
 
     async def transcribe(
@@ -293,3 +304,35 @@ class Diarizer(Protocol):
     async def aclose(self) -> None:
         """Release the engine."""
         ...
+
+
+# -- the engines of one process ------------------------------------------------------------
+
+
+@dataclass
+class Engines:
+    """The engines of one process; None where disabled."""
+
+    llm: LLMEngine | None = None
+    stt: STTEngine | None = None
+    diarizer: Diarizer | None = None
+    mode: str = "fake"
+    disabled: set[str] = field(default_factory=set)
+
+    def models(self) -> list[ModelInfo]:
+        """Every served model, LLM first."""
+        return [e.info() for e in (self.llm, self.stt, self.diarizer) if e is not None]
+
+    def find_model(self, name: str, kind: str | None = None) -> ModelInfo | None:
+        """The model whose id or alias is `name` (optionally of one kind)."""
+        for info in self.models():
+            if (kind is None or info.kind == kind) and (name == info.id or name in info.aliases):
+                return info
+        return None
+
+    async def aclose(self) -> None:
+        """Shut every engine down."""
+        for engine in (self.diarizer, self.stt, self.llm):
+            if engine is not None:
+                with contextlib.suppress(Exception):
+                    await engine.aclose()

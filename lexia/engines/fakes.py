@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 
 from lexia.engines.base import (
@@ -55,9 +55,9 @@ class FakeSTT:
         """The fake model."""
         return self._info
 
-    def languages(self) -> frozenset[str]:
+    def languages(self) -> Mapping[str, str]:
         """Every Whisper language."""
-        return frozenset(WHISPER_LANGUAGES)
+        return WHISPER_LANGUAGES
 
     async def transcribe(
         self,

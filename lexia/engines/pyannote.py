@@ -27,10 +27,9 @@ from typing import Any
 import anyio
 import numpy as np
 
-from lexia.engines.base import Audio, DiarizeOptions, ModelInfo, SpeakerTurn
-from lexia.engines.whisper import model_id
+from lexia.engines.base import Audio, DiarizeOptions, EngineLoadError, ModelInfo, SpeakerTurn, served_id
 from lexia.errors import EngineUnavailable
-from lexia.settings import EngineSettings
+from lexia.settings import DiarizationSettings
 
 log = logging.getLogger("lexia.engines.pyannote")
 
@@ -44,11 +43,11 @@ class PyannoteConfig:
     max_speakers: int | None = None  # upper bound used when a request gives no speaker count
 
     @classmethod
-    def from_settings(cls, settings: EngineSettings) -> PyannoteConfig:
-        """Read the diarization_* engine settings."""
+    def from_settings(cls, settings: DiarizationSettings) -> PyannoteConfig:
+        """Read the LEXIA_DIARIZATION_* settings."""
         return cls(
-            model=settings.diarization_model,
-            device=settings.diarization_device,
+            model=settings.model,
+            device=settings.device,
             max_speakers=settings.max_speakers if settings.max_speakers > 0 else None,
         )
 
@@ -96,7 +95,7 @@ class PyannoteDiarizer:
     def __init__(self, pipeline: Any, config: PyannoteConfig, *, served: str | None = None) -> None:
         self._pipeline: Any = pipeline
         self.config = config
-        served = served or model_id(config.model)
+        served = served or served_id(config.model)
         self.model_ids: Sequence[str] = (served,)
         self._info = ModelInfo(id=served, kind="diarization", created=int(time.time()))
         self._limiter: anyio.CapacityLimiter | None = None
@@ -166,8 +165,6 @@ def _resolve_device(device: str) -> str:
 
 def build(config: PyannoteConfig) -> PyannoteDiarizer:
     """Load the pipeline and move it to its device (blocking; call it in a thread)."""
-    from lexia.engines import EngineLoadError
-
     started = time.perf_counter()
     try:
         import torch
@@ -189,6 +186,6 @@ def build(config: PyannoteConfig) -> PyannoteDiarizer:
     return PyannoteDiarizer(pipeline, PyannoteConfig(config.model, device, config.max_speakers))
 
 
-async def load(settings: EngineSettings) -> PyannoteDiarizer:
+async def load(settings: DiarizationSettings) -> PyannoteDiarizer:
     """open_engines' entry point: load the configured pipeline off the event loop."""
     return await anyio.to_thread.run_sync(build, PyannoteConfig.from_settings(settings))

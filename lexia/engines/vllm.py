@@ -17,12 +17,11 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from lexia.engines import EngineLoadError
-from lexia.engines.base import LLMChunk, LLMRequest, ModelInfo, completion_budget
+from lexia.engines.base import EngineLoadError, LLMChunk, LLMRequest, ModelInfo, completion_budget
 from lexia.engines.toolcalls import required_tools_schema
 from lexia.engines.vllm_output import ChoiceDecoder, ParserAdapter, with_counts
 from lexia.errors import ContextLengthExceeded, EngineUnavailable, ValidationFailed
-from lexia.settings import EngineSettings
+from lexia.settings import LLMSettings
 
 log = logging.getLogger("lexia.engines.vllm")
 
@@ -30,9 +29,9 @@ log = logging.getLogger("lexia.engines.vllm")
 _CONTEXT_PARAMS = frozenset({"input_tokens", "input_text", "max_total_tokens", "max_tokens", "max_output_tokens"})
 
 
-def served_name(settings: EngineSettings) -> str:
+def served_name(settings: LLMSettings) -> str:
     """LEXIA_LLM_SERVED_NAME, else the last path part of LEXIA_LLM_MODEL."""
-    return settings.llm_served_name or settings.llm_model.rstrip("/").rsplit("/", 1)[-1]
+    return settings.served_name or settings.model.rstrip("/").rsplit("/", 1)[-1]
 
 
 def chat_template(value: str) -> str | None:
@@ -45,54 +44,54 @@ def chat_template(value: str) -> str | None:
     return value
 
 
-def engine_args(settings: EngineSettings) -> Any:
+def engine_args(settings: LLMSettings) -> Any:
     """vLLM AsyncEngineArgs from the LEXIA_LLM_* settings."""
     from vllm.engine.arg_utils import AsyncEngineArgs
 
     return AsyncEngineArgs(
-        model=settings.llm_model,
+        model=settings.model,
         served_model_name=[served_name(settings)],
-        dtype=settings.llm_dtype,
-        max_model_len=settings.llm_max_model_len or None,
-        gpu_memory_utilization=settings.llm_gpu_memory_utilization,
-        quantization=settings.llm_quantization or None,
-        tensor_parallel_size=settings.llm_tensor_parallel_size,
-        enforce_eager=settings.llm_enforce_eager,
-        max_num_seqs=settings.llm_max_num_seqs or None,
+        dtype=settings.dtype,
+        max_model_len=settings.max_model_len or None,
+        gpu_memory_utilization=settings.gpu_memory_utilization,
+        quantization=settings.quantization or None,
+        tensor_parallel_size=settings.tensor_parallel_size,
+        enforce_eager=settings.enforce_eager,
+        max_num_seqs=settings.max_num_seqs or None,
         disable_log_stats=True,
     )
 
 
-def _build(settings: EngineSettings) -> VLLMEngine:
+def _build(settings: LLMSettings) -> VLLMEngine:
     from vllm.v1.engine.async_llm import AsyncLLM
 
     tool_parser = None
-    if settings.llm_tool_parser:
+    if settings.tool_parser:
         from vllm.tool_parsers import ToolParserManager
 
         try:
-            tool_parser = ToolParserManager.get_tool_parser(settings.llm_tool_parser)
+            tool_parser = ToolParserManager.get_tool_parser(settings.tool_parser)
         except KeyError:
             names = ", ".join(sorted({*ToolParserManager.tool_parsers, *ToolParserManager.lazy_parsers}))
             raise EngineLoadError(
-                f"LEXIA_LLM_TOOL_PARSER={settings.llm_tool_parser!r} is not a vLLM tool parser; known: {names}"
+                f"LEXIA_LLM_TOOL_PARSER={settings.tool_parser!r} is not a vLLM tool parser; known: {names}"
             ) from None
-    template = chat_template(settings.llm_chat_template)
+    template = chat_template(settings.chat_template)
     started = time.monotonic()
     llm = AsyncLLM.from_engine_args(engine_args(settings))
-    log.info("vLLM engine for %s ready in %.1f s", settings.llm_model, time.monotonic() - started)
+    log.info("vLLM engine for %s ready in %.1f s", settings.model, time.monotonic() - started)
     return VLLMEngine(
         llm,
         served_name(settings),
-        aliases=settings.llm_aliases,
+        aliases=settings.aliases,
         chat_template=template,
         tool_parser=tool_parser,
     )
 
 
-async def load(settings: EngineSettings) -> VLLMEngine:
+async def load(settings: LLMSettings) -> VLLMEngine:
     """Start vLLM for LEXIA_LLM_MODEL (the engine core is a spawned child process)."""
-    if not settings.llm_model:
+    if not settings.model:
         raise EngineLoadError("LEXIA_LLM_MODEL is required when the LLM is enabled with real engines")
     # Building takes tens of seconds (weights, engine-core process, warm-up) and needs no event
     # loop (AsyncLLM starts its output handler on the first request), so it runs in a thread.

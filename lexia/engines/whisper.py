@@ -18,16 +18,17 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
 
-from lexia.engines.base import Audio, ModelInfo, Segment, STTOptions, Transcript, Word
+from lexia.engines.base import Audio, EngineLoadError, ModelInfo, Segment, STTOptions, Transcript, Word, served_id
+from lexia.engines.languages import WHISPER_LANGUAGES
 from lexia.errors import EngineUnavailable
-from lexia.settings import EngineSettings
+from lexia.settings import STTSettings
 
 log = logging.getLogger("lexia.engines.whisper")
 
@@ -59,26 +60,21 @@ class WhisperConfig:
     aliases: tuple[str, ...] = ()
 
     @classmethod
-    def from_settings(cls, settings: EngineSettings) -> WhisperConfig:
-        """Read the stt_* engine settings."""
+    def from_settings(cls, settings: STTSettings) -> WhisperConfig:
+        """Read the LEXIA_STT_* settings."""
         return cls(
-            model=settings.stt_model,
-            device=settings.stt_device,
-            device_index=settings.stt_device_index,
-            compute_type=settings.stt_compute_type,
-            cpu_threads=settings.stt_cpu_threads,
-            num_workers=max(1, settings.stt_num_workers),
-            beam_size=max(1, settings.stt_beam_size),
-            vad=settings.stt_vad,
-            batch_size=max(1, settings.stt_batch_size),
-            temperature_fallback=settings.stt_temperature_fallback,
-            aliases=settings.stt_model_aliases,
+            model=settings.model,
+            device=settings.device,
+            device_index=settings.device_index,
+            compute_type=settings.compute_type,
+            cpu_threads=settings.cpu_threads,
+            num_workers=max(1, settings.num_workers),
+            beam_size=max(1, settings.beam_size),
+            vad=settings.vad,
+            batch_size=max(1, settings.batch_size),
+            temperature_fallback=settings.temperature_fallback,
+            aliases=settings.model_aliases,
         )
-
-
-def model_id(model: str) -> str:
-    """The served id: a model name as given, or the last part of a local path."""
-    return Path(model.rstrip("/")).name if ("/" in model and Path(model).exists()) else model
 
 
 def temperatures(temperature: float, fallback: bool) -> tuple[float, ...]:
@@ -201,18 +197,18 @@ class WhisperSTT:
 
             self._pipeline = BatchedInferencePipeline(model)
         self.config = config
-        served = model_id(config.model)
+        served = served_id(config.model)
         self.model_ids: Sequence[str] = (served, *config.aliases)
         self._info = ModelInfo(id=served, kind="stt", created=int(time.time()), aliases=config.aliases)
-        self._languages = frozenset(model.supported_languages)
+        self._languages = {code: WHISPER_LANGUAGES.get(code, code) for code in model.supported_languages}
         self._limiter: anyio.CapacityLimiter | None = None
 
     def info(self) -> ModelInfo:
         """The served model."""
         return self._info
 
-    def languages(self) -> frozenset[str]:
-        """All Whisper languages for a multilingual model, `en` for an English-only one."""
+    def languages(self) -> Mapping[str, str]:
+        """Code -> English name of every language the model knows (`en` alone for an English-only one)."""
         return self._languages
 
     def _run_blocking(  # noqa: PLR0917 (called positionally by anyio.to_thread.run_sync)
@@ -335,8 +331,6 @@ def _preload_cublas12() -> None:
 
 def build(config: WhisperConfig) -> WhisperSTT:
     """Load the model (blocking; call it in a thread)."""
-    from lexia.engines import EngineLoadError
-
     device = _resolve_device(config.device)
     if device == "cuda":
         _preload_cublas12()
@@ -363,7 +357,7 @@ def build(config: WhisperConfig) -> WhisperSTT:
     return WhisperSTT(model, replace(config, device=device, compute_type=compute_type))
 
 
-async def load(settings: EngineSettings) -> WhisperSTT:
+async def load(settings: STTSettings) -> WhisperSTT:
     """open_engines' entry point: load the configured model off the event loop."""
     config = WhisperConfig.from_settings(settings)
     return await anyio.to_thread.run_sync(build, config)

@@ -26,7 +26,7 @@ from lexia.services.chat_input import (
 )
 from lexia.services.chat_output import KEEPALIVE_FRAME, ChoiceState, Output, Shape
 from lexia.services.generation import END, KEEPALIVE, Finisher, Frames, Generation, Meter
-from lexia.settings import EngineSettings
+from lexia.settings import LLMSettings
 
 log = logging.getLogger("lexia.llm")
 
@@ -51,7 +51,7 @@ class LLMService:
     def __init__(
         self,
         engine: LLMEngine | None,
-        settings: EngineSettings,
+        settings: LLMSettings,
         *,
         on_queue_change: Callable[[int], None] | None = None,
         keepalive_seconds: float = KEEPALIVE_SECONDS,
@@ -100,7 +100,7 @@ class LLMService:
         """Validate a chat request and build its engine request."""
         engine = self._engine()
         self._log_unknown(unknown_fields(raw, ChatCompletionRequest))
-        n = choices_n(body.n, self.settings.llm_max_n)
+        n = choices_n(body.n, self.settings.max_n)
         stream = bool(body.stream)
         with_usage = include_usage(stream, body.stream_options)
         if body.top_logprobs is not None and not body.logprobs:
@@ -109,7 +109,7 @@ class LLMService:
         param = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
         check_min_tokens(body.min_tokens, max_tokens, param)
         messages = [message_dict(i, m) for i, m in enumerate(body.messages)]
-        tools, choice = tool_options(body.tools, body.tool_choice, parser=bool(self.settings.llm_tool_parser))
+        tools, choice = tool_options(body.tools, body.tool_choice, parser=bool(self.settings.tool_parser))
         output_format = response_format(body.response_format)
         model = self._model(engine, body.model)
         call_id = f"chatcmpl-{ULID()}"
@@ -150,7 +150,7 @@ class LLMService:
         prompts = [body.prompt] if isinstance(body.prompt, str) else list(body.prompt)
         if not 1 <= len(prompts) <= MAX_PROMPTS:
             raise ValidationFailed(f"prompt must hold 1 to {MAX_PROMPTS} strings", param="prompt")
-        n = choices_n(body.n, self.settings.llm_max_n)
+        n = choices_n(body.n, self.settings.max_n)
         stream = bool(body.stream)
         with_usage = include_usage(stream, body.stream_options)
         check_min_tokens(body.min_tokens, body.max_tokens, "max_tokens")
@@ -191,7 +191,7 @@ class LLMService:
         """Admit the call and submit it; raises before any byte is sent (503, 400, …)."""
         engine = self._engine()
         wanted = len(call.requests)
-        limit = self.settings.llm_max_queued
+        limit = self.settings.max_queued
         if limit > 0 and self._waiting + wanted > limit:
             raise Overloaded(f"The LLM is overloaded: {self._waiting} requests are waiting; retry shortly")
         self._change_waiting(wanted)

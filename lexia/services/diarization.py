@@ -6,8 +6,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from lexia.engines import Engines
-from lexia.engines.base import Audio, DiarizeOptions, SpeakerTurn
+from lexia.engines.base import Audio, DiarizeOptions, Engines, SpeakerTurn
 from lexia.errors import ValidationFailed
 from lexia.schemas.diarization import DiarizationRequest
 from lexia.schemas.lexia import job_resource_fields
@@ -72,7 +71,7 @@ def options_from_request(
         speakers_expected=values["speakers_expected"],
         min_speakers=values["min_speakers_expected"],
         max_speakers=values["max_speakers_expected"],
-        max_allowed=settings.max_speakers,
+        max_allowed=settings.diarization.max_speakers,
     )
     return DiarizationOptions(model=diarizer.info().id, **values)
 

@@ -23,8 +23,7 @@ import anyio
 import httpx
 
 from lexia.audio import decode
-from lexia.engines import Engines
-from lexia.engines.base import Audio
+from lexia.engines.base import Audio, Engines
 from lexia.errors import LexiaError
 from lexia.intake import Spool, fetch_url
 from lexia.netguard import NetGuard

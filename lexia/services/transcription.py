@@ -10,13 +10,21 @@ import asyncio
 import contextlib
 import logging
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from lexia.engines import Engines
-from lexia.engines.base import Audio, DiarizeOptions, Diarizer, Segment, SpeakerTurn, STTEngine, STTOptions, Transcript
-from lexia.engines.languages import WHISPER_LANGUAGES
+from lexia.engines.base import (
+    Audio,
+    DiarizeOptions,
+    Diarizer,
+    Engines,
+    Segment,
+    SpeakerTurn,
+    STTEngine,
+    STTOptions,
+    Transcript,
+)
 from lexia.errors import EngineUnavailable, ModelNotFound, UnsupportedLanguage, ValidationFailed
 from lexia.schemas.transcripts import SpeakerOptions, TranscriptRequest
 from lexia.services.speakers import assign_speakers, mean_confidence, utterances
@@ -165,13 +173,13 @@ def resolve_model(engines: Engines, name: str | None, *, param: str) -> str:
     return info.id
 
 
-def normalise_language(code: str, *, param: str, supported: frozenset[str]) -> str | None:
+def normalise_language(code: str, *, param: str, supported: Mapping[str, str]) -> str | None:
     """`en_us` → `en`, `auto` → None (detect); 422 unsupported_language when unknown."""
     value = code.strip().lower().replace("-", "_")
     if value == "auto":
         return None
     base = value.split("_", 1)[0]
-    if base not in WHISPER_LANGUAGES or base not in supported:
+    if base not in supported:
         raise UnsupportedLanguage(f"{param} {code!r} is not supported by the speech model", param=param)
     return base
 
@@ -370,7 +378,7 @@ def options_from_request(
         stt,
         language_code=request.language_code,
         language_detection=request.language_detection,
-        default=settings.stt_default_language,
+        default=settings.stt.default_language,
     )
     if request.keyterms_prompt is not None and request.word_boost is not None:
         raise ValidationFailed("Send keyterms_prompt or its alias word_boost, not both", param="word_boost")
@@ -391,7 +399,7 @@ def options_from_request(
         speakers_expected=request.speakers_expected,
         min_speakers=min_speakers,
         max_speakers=max_speakers,
-        max_allowed=settings.max_speakers,
+        max_allowed=settings.diarization.max_speakers,
         prefix=prefix,
     )
     hinted = any(v is not None for v in (request.speakers_expected, min_speakers, max_speakers))

@@ -20,8 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from lexia.db.tables import jobs
-from lexia.engines import Engines
-from lexia.engines.base import Audio
+from lexia.engines.base import Audio, Engines
 from lexia.errors import LexiaError, NotFound, TranscriptionFailed
 from lexia.ids import is_id
 from lexia.schemas.lexia import job_resource_fields

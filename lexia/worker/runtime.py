@@ -28,7 +28,8 @@ from dramatiq.middleware import Middleware
 from redis.exceptions import RedisError
 
 from lexia.db import open_db
-from lexia.engines import Engines, open_engines
+from lexia.engines.base import Engines
+from lexia.engines.registry import open_engines
 from lexia.netguard import NetGuard
 from lexia.services.deliveries import Deliverer
 from lexia.services.execution import JobRunner
@@ -98,7 +99,9 @@ class WorkerRuntime:
             engines = self._given_engines
             if engines is None:
                 # The worker transcribes and diarizes; the LLM stays in the API process.
-                wanted = msgspec.structs.replace(settings.engines, llm_enabled=False)
+                wanted = msgspec.structs.replace(
+                    settings.engines, llm=msgspec.structs.replace(settings.engines.llm, enabled=False)
+                )
                 engines = await stack.enter_async_context(open_engines(wanted))
                 self.engine_loads += 1
             limiter = RedisLimiter(

@@ -15,8 +15,7 @@ import uvicorn
 
 from lexia.app import create_app
 from lexia.audio import decode_file
-from lexia.engines import Engines
-from lexia.engines.base import Audio
+from lexia.engines.base import Audio, Engines
 from tests.conftest import make_settings
 from tests.stt.live import Live, LiveFactory
 from tests.stt.media import espeak, wav
