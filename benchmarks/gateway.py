@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from lexia.db import open_db  # noqa: E402
 from lexia.db.migrations import apply, ensure_database  # noqa: E402
-from lexia.services.keys import KeyService  # noqa: E402
+from lexia.services.access.keys import KeyService  # noqa: E402
 
 DB_URL = os.environ.get("LEXIA_BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/lexia_bench")
 REDIS_URL = os.environ.get("LEXIA_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")

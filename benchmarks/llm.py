@@ -130,7 +130,7 @@ async def create_key(pepper: str) -> str:
     """A fresh unlimited key in the benchmark database."""
     from lexia.db import open_db
     from lexia.db.migrations import apply, ensure_database
-    from lexia.services.keys import KeyService
+    from lexia.services.access.keys import KeyService
 
     await asyncio.to_thread(ensure_database, DB_URL)
     await asyncio.to_thread(apply, DB_URL)

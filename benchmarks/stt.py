@@ -45,7 +45,7 @@ from lexia.db import open_db  # noqa: E402
 from lexia.db.migrations import apply, ensure_database  # noqa: E402
 from lexia.engines.base import STTOptions  # noqa: E402
 from lexia.engines.whisper import WhisperConfig, transcribe_kwargs  # noqa: E402
-from lexia.services.keys import KeyService  # noqa: E402
+from lexia.services.access.keys import KeyService  # noqa: E402
 from tests.stt.media import espeak  # noqa: E402
 
 DB_URL = os.environ.get("LEXIA_BENCH_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/lexia_bench")

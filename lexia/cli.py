@@ -10,12 +10,13 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 from sqlalchemy.exc import SQLAlchemyError
 
 from lexia.db import open_db
+from lexia.db.keys import KeyTable
 from lexia.errors import LexiaError
-from lexia.schemas.lexia import key_object
-from lexia.services.keys import KeyService, parse_duration
+from lexia.services.access.keys import KeyService, created_key_view, key_view, parse_duration
 from lexia.settings import SettingsError, environment_with_dotenv, load_settings
 
 
@@ -44,7 +45,7 @@ async def _run(args: argparse.Namespace) -> int:
     settings = load_settings(environment_with_dotenv())
     db = open_db(settings.data.database_url.reveal(), pool_size=1)
     keys = KeyService(
-        db,
+        KeyTable(db),
         pepper=settings.security.key_pepper.reveal(),
         previous_pepper=settings.security.key_pepper_previous.reveal(),
     )
@@ -60,12 +61,12 @@ async def _run(args: argparse.Namespace) -> int:
                 expires_at=expires,
                 create_tenant=True,
             )
-            _print_secret(key_object(key, plaintext), args.json)
+            _print_secret(msgspec.to_builtins(created_key_view(key, plaintext)), args.json)
         elif args.command == "list":
             found: list[Any] = []
             after = None
             while True:
-                page, more = await keys.list(
+                page, more = await keys.page(
                     args.tenant, limit=100, after=after, include_revoked=args.include_revoked
                 )
                 found += page
@@ -73,7 +74,7 @@ async def _run(args: argparse.Namespace) -> int:
                     break
                 after = page[-1].id
             if args.json:
-                print(json.dumps([key_object(k) for k in found]))
+                print(json.dumps([msgspec.to_builtins(key_view(k)) for k in found]))
             else:
                 for k in found:
                     state = "revoked" if k.revoked_at else "active"
@@ -83,7 +84,7 @@ async def _run(args: argparse.Namespace) -> int:
             print(f"revoked {key.id} ({key.prefix}…)")
         else:
             key, plaintext = await keys.rotate(None, args.id)
-            _print_secret(key_object(key, plaintext), args.json)
+            _print_secret(msgspec.to_builtins(created_key_view(key, plaintext)), args.json)
     finally:
         await db.dispose()
     return 0

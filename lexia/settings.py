@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -365,6 +366,13 @@ def _explain(message: str) -> str:
         path = where.rstrip("`")
         return f"{_FIELD_ENV.get(path, path)}: {text}"
     return message
+
+
+def warn_unknown_variables(environ: Mapping[str, str]) -> None:
+    """Log one warning per LEXIA_* variable no setting reads (a typo is otherwise silently ignored)."""
+    for name, close in unknown_variables(environ):
+        hint = f"; did you mean {close}?" if close else ""
+        logging.getLogger("lexia.settings").warning("%s is not a Lexia setting and is ignored%s", name, hint)
 
 
 def unknown_variables(environ: Mapping[str, str]) -> list[tuple[str, str | None]]:

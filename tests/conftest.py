@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
 import redis.asyncio as aioredis
-from litestar import Litestar
-from litestar.testing import AsyncTestClient
 
-from lexia.api.deps import Services
-from lexia.app import create_app
 from lexia.db.migrations import apply, ensure_database, libpq_dsn
-from lexia.services.keys import ApiKey
+from lexia.queue import ListQueue
 from lexia.settings import Settings, load_settings
+from tests.harness import AppFactory, TestApp, app_factory
 
 PG_BASE = os.environ.get("LEXIA_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432")
 # One database and Redis db per test run, so concurrent runs on one machine do not collide.
@@ -72,50 +68,24 @@ async def clean_state(database: str) -> AsyncIterator[None]:
     yield
 
 
-@dataclass
-class Running:
-    """An app under test with its HTTP client."""
-
-    app: Litestar
-    client: AsyncTestClient[Litestar]
-
-    @property
-    def services(self) -> Services:
-        return self.app.state.services  # type: ignore[no-any-return]
-
-    async def make_key(
-        self, scopes: str = "*", *, tenant: str = "acme", name: str = "test", **kw: Any
-    ) -> tuple[ApiKey, str]:
-        """Create a key (and its tenant) directly through the key service."""
-        return await self.services.keys.create(
-            tenant_id=tenant, name=name, scopes=scopes.split(","), create_tenant=True, **kw
-        )
-
-
-AppFactory = Callable[..., Awaitable[Running]]
+@pytest.fixture
+async def start_app(tmp_path: Path) -> AsyncIterator[AppFactory]:
+    """Start apps in-process (lifespan and requests on the test's loop) with LEXIA_* overrides."""
+    async with app_factory(make_settings, tmp_path, served=False) as factory:
+        yield factory
 
 
 @pytest.fixture
-async def start_app() -> AsyncIterator[AppFactory]:
-    """Start apps (each with its own lifespan) with optional LEXIA_* overrides."""
-    stack: list[AsyncTestClient[Litestar]] = []
-
-    async def _start(**overrides: str) -> Running:
-        app = create_app(make_settings(**overrides))
-        client = AsyncTestClient(app)
-        await client.__aenter__()
-        stack.append(client)
-        return Running(app, client)
-
-    yield _start
-    for client in reversed(stack):
-        await client.__aexit__(None, None, None)
+async def serve_app(tmp_path: Path) -> AsyncIterator[AppFactory]:
+    """Start apps on a real uvicorn server (127.0.0.1, free ports) with LEXIA_* overrides."""
+    async with app_factory(make_settings, tmp_path, served=True) as factory:
+        yield factory
 
 
 @pytest.fixture
-async def api(start_app: AppFactory) -> Running:
-    """One app with default test settings."""
-    return await start_app()
+async def api(start_app: AppFactory) -> TestApp:
+    """One in-process app with default test settings and a list queue."""
+    return await start_app(queue=ListQueue())
 
 
 def bearer(key: str) -> dict[str, str]:

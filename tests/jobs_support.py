@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -19,19 +18,15 @@ import httpx
 import numpy as np
 import psycopg
 import soundfile as sf
-import uvicorn
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.middleware import AsyncIO
-from litestar import Litestar
 
-from lexia.api.deps import Services
-from lexia.app import create_app
 from lexia.db.migrations import libpq_dsn
 from lexia.engines.base import Engines
 from lexia.queue import DramatiqQueue
-from lexia.services.keys import ApiKey
 from lexia.settings import Settings
 from tests.conftest import BASE_ENV, TEST_DB_URL, make_settings
+from tests.harness import wait_for
 
 JOB_ENV = {
     "LEXIA_JOB_LEASE_SECONDS": "2",
@@ -83,60 +78,6 @@ def worker_module() -> Any:
     with patched_env(dict(BASE_ENV)):
         import lexia.worker.actors as actors
     return actors
-
-
-# -- a served app ---------------------------------------------------------------------------
-
-
-@dataclass
-class Served:
-    """An app on a real local server with its client."""
-
-    app: Litestar
-    base: str
-    client: httpx.AsyncClient
-
-    @property
-    def services(self) -> Services:
-        return self.app.state.services  # type: ignore[no-any-return]
-
-    async def make_key(self, scopes: str = "*", *, tenant: str = "acme", **kw: Any) -> tuple[ApiKey, str]:
-        return await self.services.keys.create(
-            tenant_id=tenant, name="test", scopes=scopes.split(","), create_tenant=True, **kw
-        )
-
-
-ServeFactory = Callable[..., Awaitable[Served]]
-
-
-@contextlib.asynccontextmanager
-async def serving() -> AsyncIterator[ServeFactory]:
-    """Serve apps on 127.0.0.1 in the test's loop (requests may overlap); stopped on exit.
-
-    Test modules wrap it in a `serve` fixture.
-    """
-    running: list[tuple[uvicorn.Server, asyncio.Task[None], httpx.AsyncClient]] = []
-
-    async def _start(settings: Settings, *, queue: Any = None, engines: Engines | None = None) -> Served:
-        app = create_app(settings, engines=engines, queue=queue)
-        config = uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="on", log_level="warning", access_log=False)
-        server = uvicorn.Server(config)
-        server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
-        task = asyncio.create_task(server.serve())
-        while not server.started:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.01)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        client = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30)
-        running.append((server, task, client))
-        return Served(app, f"http://127.0.0.1:{port}", client)
-
-    yield _start
-    for server, task, client in reversed(running):
-        await client.aclose()
-        server.should_exit = True
-        await task
 
 
 # -- a Dramatiq worker on a StubBroker ------------------------------------------------------
@@ -238,18 +179,6 @@ def receiver(codes: list[int] | None = None, default: int = 200, delay: float = 
 
 
 # -- polling --------------------------------------------------------------------------------
-
-
-async def wait_for(check: Callable[[], Awaitable[Any]], *, timeout: float = 20, every: float = 0.05) -> Any:
-    """Poll until `check` returns something truthy; fail the test after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s (last value {value!r})")
-        await asyncio.sleep(every)
 
 
 async def wait_status(client: httpx.AsyncClient, path: str, headers: dict[str, str], statuses: tuple[str, ...],

@@ -3,111 +3,50 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-import httpx2
 from litestar import Litestar
 from openai import AsyncOpenAI
 
-from lexia.api.chat import llm_service
-from lexia.api.deps import Services
-from lexia.app import create_app
 from lexia.engines.base import Engines, LLMEngine
 from lexia.engines.fakes import FakeLLM
-from lexia.services.chat import LLMService
-from lexia.services.keys import ApiKey
+from lexia.services.llm.chat import LLMService
 from tests.conftest import make_settings
+from tests.harness import TestApp, app_factory
 
 MODEL = "lexia-fake-llm"
-BASE_URL = "http://lexia.test"
 
 
-@dataclass
-class LLMRunning:
-    """An app whose lifespan runs on the test's event loop, with an in-process HTTP client.
-
-    (Litestar's AsyncTestClient runs the app on a portal thread's loop; the OpenAI SDK and raw
-    ASGI calls must share one loop with the app's Redis and database pools.)
-    """
-
-    app: Litestar
-    client: httpx2.AsyncClient
-
-    @property
-    def services(self) -> Services:
-        return self.app.state.services  # type: ignore[no-any-return]
-
-    async def make_key(
-        self, scopes: str = "*", *, tenant: str = "acme", name: str = "test", **kw: Any
-    ) -> tuple[ApiKey, str]:
-        """Create a key (and its tenant) directly through the key service."""
-        return await self.services.keys.create(
-            tenant_id=tenant, name=name, scopes=scopes.split(","), create_tenant=True, **kw
-        )
+LLMAppFactory = Callable[..., Awaitable[TestApp]]
 
 
-LLMAppFactory = Callable[..., Awaitable[LLMRunning]]
-
-
-@contextlib.asynccontextmanager
-async def running_lifespan(app: Litestar) -> AsyncIterator[None]:
-    """Drive the ASGI lifespan protocol of `app` on the current event loop."""
-    inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-
-    async def receive() -> dict[str, Any]:
-        return await inbox.get()
-
-    async def send(message: dict[str, Any]) -> None:
-        await outbox.put(message)
-
-    scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
-    task = asyncio.create_task(app(scope, receive, send))  # type: ignore[arg-type]
-    await inbox.put({"type": "lifespan.startup"})
-    started = await outbox.get()
-    if started["type"] != "lifespan.startup.complete":
-        await task
-        raise RuntimeError(f"app startup failed: {started}")
-    try:
-        yield
-    finally:
-        await inbox.put({"type": "lifespan.shutdown"})
-        await outbox.get()
-        await task
-
-
-async def llm_apps() -> AsyncIterator[LLMAppFactory]:
-    """Fixture body: start apps serving a given LLM engine (default FakeLLM) with LEXIA_* overrides.
+async def llm_apps(tmp_path: Path) -> AsyncIterator[LLMAppFactory]:
+    """Fixture body: start in-process apps serving a given LLM engine (default FakeLLM) with LEXIA_* overrides.
 
     Test modules bind it with `llm_app = pytest.fixture(llm_apps)`.
     """
-    async with contextlib.AsyncExitStack() as stack:
+    async with app_factory(make_settings, tmp_path, served=False) as start:
 
-        async def _start(engine: LLMEngine | None = None, **overrides: str) -> LLMRunning:
+        async def _start(engine: LLMEngine | None = None, **overrides: str) -> TestApp:
             disabled = {"llm"} if overrides.get("LEXIA_LLM_ENABLED") == "false" else set()
             llm = None if disabled else (engine if engine is not None else FakeLLM(MODEL))
-            app = create_app(make_settings(**overrides), engines=Engines(llm=llm, mode="fake", disabled=disabled))
-            await stack.enter_async_context(running_lifespan(app))
-            client = httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app), base_url=BASE_URL, timeout=30)
-            stack.push_async_callback(client.aclose)
-            return LLMRunning(app, client)
+            return await start(engines=Engines(llm=llm, mode="fake", disabled=disabled), **overrides)
 
         yield _start
 
 
-def sdk(running: LLMRunning, secret: str, **kwargs: Any) -> AsyncOpenAI:
+def sdk(running: TestApp, secret: str, **kwargs: Any) -> AsyncOpenAI:
     """The official OpenAI SDK talking to the running app in-process."""
-    http = httpx2.AsyncClient(transport=httpx2.ASGITransport(app=running.app), base_url=BASE_URL)
-    return AsyncOpenAI(api_key=secret, base_url=f"{BASE_URL}/v1", http_client=http, max_retries=0, **kwargs)
+    return running.sdk(secret, **kwargs)
 
 
-def service(running: LLMRunning) -> LLMService:
+def service(running: TestApp) -> LLMService:
     """The app's LLM service (to tune the keep-alive interval in a test)."""
-    return llm_service(running.app)
+    return running.services.llm
 
 
 @dataclass

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from tests.conftest import Running, bearer
+from tests.conftest import TestApp, bearer
 from tests.test_auth import assert_error
 
 
-async def test_create_returns_plaintext_once_and_it_works(api: Running) -> None:
+async def test_create_returns_plaintext_once_and_it_works(api: TestApp) -> None:
     _, admin = await api.make_key("*")
     created = await api.client.post(
         "/v1/admin/keys",
@@ -30,7 +30,7 @@ async def test_create_returns_plaintext_once_and_it_works(api: Running) -> None:
     assert used.status_code == 200 and used.headers["x-ratelimit-limit"] == "5"
 
 
-async def test_cannot_grant_scopes_the_caller_lacks(api: Running) -> None:
+async def test_cannot_grant_scopes_the_caller_lacks(api: TestApp) -> None:
     _, admin = await api.make_key("admin,stt")
     wider = await api.client.post("/v1/admin/keys", json={"name": "x", "scopes": ["llm"]}, headers=bearer(admin))
     assert_error(wider, 403, "insufficient_scope", param="scopes")
@@ -40,7 +40,7 @@ async def test_cannot_grant_scopes_the_caller_lacks(api: Running) -> None:
     assert ok.status_code == 201
 
 
-async def test_unknown_scope_and_past_expiry_are_422(api: Running) -> None:
+async def test_unknown_scope_and_past_expiry_are_422(api: TestApp) -> None:
     _, admin = await api.make_key("*")
     bad = await api.client.post("/v1/admin/keys", json={"name": "x", "scopes": ["root"]}, headers=bearer(admin))
     assert_error(bad, 422, "validation_error", param="scopes")
@@ -51,7 +51,7 @@ async def test_unknown_scope_and_past_expiry_are_422(api: Running) -> None:
     assert_error(expired, 422, "validation_error", param="expires_at")
 
 
-async def test_list_paginates_newest_first_and_hides_revoked(api: Running) -> None:
+async def test_list_paginates_newest_first_and_hides_revoked(api: TestApp) -> None:
     admin_key, admin = await api.make_key("*")
     ids = []
     for i in range(5):
@@ -72,7 +72,7 @@ async def test_list_paginates_newest_first_and_hides_revoked(api: Running) -> No
     assert_error(bad, 422, "validation_error", param="limit")
 
 
-async def test_patch_changes_fields_and_null_limits_restore_defaults(api: Running) -> None:
+async def test_patch_changes_fields_and_null_limits_restore_defaults(api: TestApp) -> None:
     _, admin = await api.make_key("*")
     key = (
         await api.client.post(
@@ -91,7 +91,7 @@ async def test_patch_changes_fields_and_null_limits_restore_defaults(api: Runnin
     assert reset.json()["limits"]["tokens_per_minute"] is None
 
 
-async def test_patch_of_revoked_key_is_409(api: Running) -> None:
+async def test_patch_of_revoked_key_is_409(api: TestApp) -> None:
     _, admin = await api.make_key("*")
     key = (await api.client.post("/v1/admin/keys", json={"name": "a", "scopes": ["llm"]}, headers=bearer(admin))).json()
     revoked = await api.client.delete(f"/v1/admin/keys/{key['id']}", headers=bearer(admin))
@@ -104,7 +104,7 @@ async def test_patch_of_revoked_key_is_409(api: Running) -> None:
     assert_error(refused, 401, "revoked_api_key")
 
 
-async def test_last_admin_key_cannot_be_revoked(api: Running) -> None:
+async def test_last_admin_key_cannot_be_revoked(api: TestApp) -> None:
     admin_key, admin = await api.make_key("admin,llm")
     response = await api.client.delete(f"/v1/admin/keys/{admin_key.id}", headers=bearer(admin))
     assert_error(response, 409, "last_admin_key")
@@ -115,7 +115,7 @@ async def test_last_admin_key_cannot_be_revoked(api: Running) -> None:
     assert (await api.client.get("/v1/admin/keys", headers=bearer(second["key"]))).status_code == 200
 
 
-async def test_another_tenants_key_is_404_everywhere(api: Running) -> None:
+async def test_another_tenants_key_is_404_everywhere(api: TestApp) -> None:
     _, admin = await api.make_key("*", tenant="acme")
     other, _ = await api.make_key("*", tenant="globex")
     path = f"/v1/admin/keys/{other.id}"
@@ -128,7 +128,7 @@ async def test_another_tenants_key_is_404_everywhere(api: Running) -> None:
     assert (await api.services.keys.get("globex", other.id)).revoked_at is None
 
 
-async def test_tenant_settings_get_and_patch(api: Running) -> None:
+async def test_tenant_settings_get_and_patch(api: TestApp) -> None:
     _, admin = await api.make_key("admin")
     tenant = (await api.client.get("/v1/admin/tenant", headers=bearer(admin))).json()
     assert tenant == {

@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 
 from lexia.db.migrations import libpq_dsn
-from lexia.services.keys import hash_key
-from tests.conftest import TEST_DB_URL, AppFactory, Running, bearer
+from lexia.services.access.keys import hash_key
+from tests.conftest import TEST_DB_URL, AppFactory, TestApp, bearer
 
 
 def assert_error(response, status: int, code: str, param: str | None = None) -> dict:  # type: ignore[no-untyped-def]
@@ -25,7 +25,7 @@ def assert_error(response, status: int, code: str, param: str | None = None) -> 
     return error
 
 
-async def test_models_needs_a_key_when_missing(api: Running) -> None:
+async def test_models_needs_a_key_when_missing(api: TestApp) -> None:
     response = await api.client.get("/v1/models")
     error = assert_error(response, 401, "missing_api_key")
     assert error["type"] == "authentication_error"
@@ -33,31 +33,31 @@ async def test_models_needs_a_key_when_missing(api: Running) -> None:
     assert response.headers["x-request-id"].startswith("req_")
 
 
-async def test_key_refused_when_malformed(api: Running) -> None:
+async def test_key_refused_when_malformed(api: TestApp) -> None:
     response = await api.client.get("/v1/models", headers=bearer("lx_short"))
     assert_error(response, 401, "invalid_api_key")
 
 
-async def test_key_refused_when_unknown(api: Running) -> None:
+async def test_key_refused_when_unknown(api: TestApp) -> None:
     response = await api.client.get("/v1/models", headers=bearer("lx_" + "A" * 43))
     assert_error(response, 401, "invalid_api_key")
 
 
-async def test_key_refused_when_revoked(api: Running) -> None:
+async def test_key_refused_when_revoked(api: TestApp) -> None:
     key, secret = await api.make_key("llm")
     await api.services.keys.revoke(key.tenant_id, key.id, guard_last_admin=False)
     response = await api.client.get("/v1/models", headers=bearer(secret))
     assert_error(response, 401, "revoked_api_key")
 
 
-async def test_key_refused_when_expired(api: Running) -> None:
+async def test_key_refused_when_expired(api: TestApp) -> None:
     key, secret = await api.make_key("llm", expires_at=datetime.now(UTC) + timedelta(seconds=1))
     assert (await api.client.get("/v1/models", headers=bearer(secret))).status_code == 200
     await asyncio.sleep(1.1)
     assert_error(await api.client.get("/v1/models", headers=bearer(secret)), 401, "expired_api_key")
 
 
-async def test_route_refused_when_scope_missing(api: Running) -> None:
+async def test_route_refused_when_scope_missing(api: TestApp) -> None:
     _, secret = await api.make_key("llm,stt")
     response = await api.client.get("/v1/usage", headers=bearer(secret))
     error = assert_error(response, 403, "insufficient_scope")
@@ -65,12 +65,12 @@ async def test_route_refused_when_scope_missing(api: Running) -> None:
     assert error["type"] == "permission_error"
 
 
-async def test_admin_scope_does_not_imply_others(api: Running) -> None:
+async def test_admin_scope_does_not_imply_others(api: TestApp) -> None:
     _, secret = await api.make_key("admin")
     assert_error(await api.client.get("/v1/usage", headers=bearer(secret)), 403, "insufficient_scope")
 
 
-async def test_valid_key_accepted_in_every_form(api: Running) -> None:
+async def test_valid_key_accepted_in_every_form(api: TestApp) -> None:
     _, secret = await api.make_key("usage")
     for headers in (
         {"Authorization": f"Bearer {secret}"},
@@ -81,7 +81,7 @@ async def test_valid_key_accepted_in_every_form(api: Running) -> None:
         assert response.status_code == 200, (headers, response.text)
 
 
-async def test_authorization_wins_over_x_api_key(api: Running) -> None:
+async def test_authorization_wins_over_x_api_key(api: TestApp) -> None:
     _, secret = await api.make_key("usage")
     response = await api.client.get(
         "/v1/usage", headers={"Authorization": "Bearer lx_" + "B" * 43, "x-api-key": secret}
@@ -89,7 +89,7 @@ async def test_authorization_wins_over_x_api_key(api: Running) -> None:
     assert_error(response, 401, "invalid_api_key")
 
 
-async def test_only_hmac_is_stored(api: Running) -> None:
+async def test_only_hmac_is_stored(api: TestApp) -> None:
     key, secret = await api.make_key("llm")
     assert secret.startswith("lx_") and len(secret) == 46
     assert key.prefix == secret[:12]
@@ -124,7 +124,7 @@ async def test_previous_pepper_accepted_and_rehashed(start_app: AppFactory) -> N
     assert row is not None and bytes(row[0]) == hash_key("new-pepper-" + "z" * 40, secret)
 
 
-async def test_last_used_at_written_off_the_request_path(api: Running) -> None:
+async def test_last_used_at_written_off_the_request_path(api: TestApp) -> None:
     key, secret = await api.make_key("llm")
     for _ in range(3):
         assert (await api.client.get("/v1/models", headers=bearer(secret))).status_code == 200

@@ -7,7 +7,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from tests.conftest import BASE_ENV, Running, bearer
+from tests.conftest import BASE_ENV, TestApp, bearer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -19,7 +19,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-async def test_create_list_revoke_rotate(api: Running) -> None:
+async def test_create_list_revoke_rotate(api: TestApp) -> None:
     created = _cli("create", "--name", "ops", "--scopes", "llm,usage", "--tenant", "acme", "--expires-in", "30d", "--json")
     assert created.returncode == 0, created.stderr
     body = json.loads(created.stdout)

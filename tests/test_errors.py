@@ -6,29 +6,29 @@ import socket
 
 from litestar import get
 
-from lexia.api.security import PUBLIC
-from tests.conftest import AppFactory, Running, bearer
+from lexia.api.security import public
+from tests.conftest import AppFactory, TestApp, bearer
 from tests.test_auth import assert_error
 
 
-async def test_unknown_route_is_enveloped_404(api: Running) -> None:
+async def test_unknown_route_is_enveloped_404(api: TestApp) -> None:
     response = await api.client.get("/v1/does-not-exist")
     error = assert_error(response, 404, "not_found")
     assert error["type"] == "invalid_request_error"
 
 
-async def test_wrong_method_is_enveloped_405_with_allow(api: Running) -> None:
+async def test_wrong_method_is_enveloped_405_with_allow(api: TestApp) -> None:
     response = await api.client.delete("/health")
     assert_error(response, 405, "method_not_allowed")
     assert "GET" in response.headers["allow"]
 
 
-async def test_routing_errors_come_before_authentication(api: Running) -> None:
+async def test_routing_errors_come_before_authentication(api: TestApp) -> None:
     assert (await api.client.post("/v1/models")).status_code == 405
     assert (await api.client.get("/v1/nothing-here")).status_code == 404
 
 
-async def test_malformed_json_is_400_invalid_json(api: Running) -> None:
+async def test_malformed_json_is_400_invalid_json(api: TestApp) -> None:
     _, secret = await api.make_key("admin")
     response = await api.client.post(
         "/v1/admin/keys", content=b'{"name": "x", ', headers={**bearer(secret), "content-type": "application/json"}
@@ -36,13 +36,13 @@ async def test_malformed_json_is_400_invalid_json(api: Running) -> None:
     assert_error(response, 400, "invalid_json")
 
 
-async def test_missing_field_is_422_naming_it(api: Running) -> None:
+async def test_missing_field_is_422_naming_it(api: TestApp) -> None:
     _, secret = await api.make_key("admin")
     response = await api.client.post("/v1/admin/keys", json={"scopes": ["llm"]}, headers=bearer(secret))
     assert_error(response, 422, "validation_error", param="name")
 
 
-async def test_nested_invalid_field_is_422_with_dotted_param(api: Running) -> None:
+async def test_nested_invalid_field_is_422_with_dotted_param(api: TestApp) -> None:
     _, secret = await api.make_key("admin")
     response = await api.client.post(
         "/v1/admin/keys",
@@ -52,7 +52,7 @@ async def test_nested_invalid_field_is_422_with_dotted_param(api: Running) -> No
     assert_error(response, 422, "validation_error", param="limits.requests_per_minute")
 
 
-async def test_unknown_field_on_lexia_route_is_rejected(api: Running) -> None:
+async def test_unknown_field_on_lexia_route_is_rejected(api: TestApp) -> None:
     _, secret = await api.make_key("admin")
     response = await api.client.post(
         "/v1/admin/keys", json={"name": "x", "scopes": ["llm"], "colour": "red"}, headers=bearer(secret)
@@ -60,7 +60,7 @@ async def test_unknown_field_on_lexia_route_is_rejected(api: Running) -> None:
     assert_error(response, 422, "unknown_parameter", param="colour")
 
 
-async def test_wrong_content_type_is_415(api: Running) -> None:
+async def test_wrong_content_type_is_415(api: TestApp) -> None:
     _, secret = await api.make_key("admin")
     response = await api.client.post(
         "/v1/admin/keys", content=b"name=x", headers={**bearer(secret), "content-type": "text/plain"}
@@ -78,7 +78,7 @@ async def test_oversized_json_is_413(start_app: AppFactory) -> None:
     assert "100" in error["message"]
 
 
-async def test_client_request_id_is_echoed_and_bad_one_replaced(api: Running) -> None:
+async def test_client_request_id_is_echoed_and_bad_one_replaced(api: TestApp) -> None:
     echoed = await api.client.get("/health", headers={"X-Request-ID": "abc-123:x.y"})
     assert echoed.headers["x-request-id"] == "abc-123:x.y"
     replaced = await api.client.get("/health", headers={"X-Request-ID": "bad id with spaces"})
@@ -87,8 +87,8 @@ async def test_client_request_id_is_echoed_and_bad_one_replaced(api: Running) ->
     assert not_found.headers["x-request-id"] == "trace-1"
 
 
-async def test_unexpected_exception_is_500_without_internals(api: Running) -> None:
-    @get("/boom", opt=PUBLIC)
+async def test_unexpected_exception_is_500_without_internals(api: TestApp) -> None:
+    @get("/boom", opt=public())
     async def boom() -> None:
         raise RuntimeError("password=hunter2 at /srv/secret.py line 3")
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,15 +14,9 @@ import pytest
 from lexia.ids import new_id
 from lexia.queue import ListQueue
 from tests.conftest import bearer
-from tests.jobs_support import Served, ServeFactory, job_settings, serving, sql, wav_bytes
+from tests.harness import AppFactory, TestApp
+from tests.jobs_support import job_settings, sql, wav_bytes
 from tests.test_auth import assert_error
-
-
-@pytest.fixture
-async def serve() -> AsyncIterator[ServeFactory]:
-    async with serving() as factory:
-        yield factory
-
 
 TRANSCRIPT_SUMMARY = {
     "id", "object", "status", "audio_url", "audio_filename", "audio_duration", "language_code", "speaker_labels",
@@ -38,7 +31,7 @@ JOB_FIELDS = {
 class Api:
     """A served app whose queue is a list (nothing runs the jobs), with a key and a sample clip."""
 
-    def __init__(self, served: Served, key: str, queue: ListQueue, sample: bytes, storage: Path) -> None:
+    def __init__(self, served: TestApp, key: str, queue: ListQueue, sample: bytes, storage: Path) -> None:
         self.served = served
         self.client = served.client
         self.key = key
@@ -58,18 +51,18 @@ class Api:
         return sorted(p for p in self.storage.rglob("*") if p.is_file()) if self.storage.exists() else []
 
 
-async def make_api(serve: ServeFactory, tmp_path: Path, scopes: str = "*", limits: dict[str, int] | None = None,
+async def make_api(serve_app: AppFactory, tmp_path: Path, scopes: str = "*", limits: dict[str, int] | None = None,
                    **env: str) -> Api:
     queue = ListQueue()
     settings = job_settings(tmp_path, **env)
-    served = await serve(settings, queue=queue)
+    served = await serve_app(settings, queue=queue)
     _, key = await served.make_key(scopes, limits=limits)
     return Api(served, key, queue, wav_bytes(3.0, tmp_path / "sample.wav"), tmp_path / "storage")
 
 
 @pytest.fixture
-async def api(serve: ServeFactory, tmp_path: Path) -> Api:
-    return await make_api(serve, tmp_path)
+async def api(serve_app: AppFactory, tmp_path: Path) -> Api:
+    return await make_api(serve_app, tmp_path)
 
 
 async def test_submit_answers_202_with_the_queued_transcript_when_uploaded(api: Api) -> None:
@@ -146,8 +139,8 @@ async def test_submit_refuses_bad_fields(api: Api, data: dict[str, str], status:
     assert sql("SELECT count(*) FROM jobs") == [(0,)]
 
 
-async def test_loopback_webhook_is_refused_at_submit_without_allowlist(serve: ServeFactory, tmp_path: Path) -> None:
-    api = await make_api(serve, tmp_path, LEXIA_SSRF_ALLOWLIST="")
+async def test_loopback_webhook_is_refused_at_submit_without_allowlist(serve_app: AppFactory, tmp_path: Path) -> None:
+    api = await make_api(serve_app, tmp_path, LEXIA_SSRF_ALLOWLIST="")
     assert_error(await api.submit(webhook_url="http://127.0.0.1:8080/hook"), 422, "url_not_allowed", "webhook_url")
     assert_error(await api.submit(webhook_url="http://169.254.169.254/latest"), 422, "url_not_allowed", "webhook_url")
     response = await api.client.post("/v1/transcriptions", json={"audio_url": "http://localhost/a.wav"},
@@ -155,8 +148,8 @@ async def test_loopback_webhook_is_refused_at_submit_without_allowlist(serve: Se
     assert_error(response, 422, "url_not_allowed", "audio_url")
 
 
-async def test_unusable_uploads_are_refused_at_submit(serve: ServeFactory, tmp_path: Path) -> None:
-    api = await make_api(serve, tmp_path, LEXIA_MAX_AUDIO_SECONDS="2")
+async def test_unusable_uploads_are_refused_at_submit(serve_app: AppFactory, tmp_path: Path) -> None:
+    api = await make_api(serve_app, tmp_path, LEXIA_MAX_AUDIO_SECONDS="2")
     assert_error(await api.submit(audio=b""), 415, "empty_audio", "file")
     assert_error(await api.submit(audio=b"not audio at all" * 64), 415, "audio_decode_failed", "file")
     assert_error(await api.submit(), 413, "audio_too_long", "file")
@@ -165,8 +158,8 @@ async def test_unusable_uploads_are_refused_at_submit(serve: ServeFactory, tmp_p
     assert_error(response, 415, "unsupported_content_type")
 
 
-async def test_queue_full_answers_503_with_retry_after(serve: ServeFactory, tmp_path: Path) -> None:
-    api = await make_api(serve, tmp_path, LEXIA_QUEUE_MAX_DEPTH="2")
+async def test_queue_full_answers_503_with_retry_after(serve_app: AppFactory, tmp_path: Path) -> None:
+    api = await make_api(serve_app, tmp_path, LEXIA_QUEUE_MAX_DEPTH="2")
     assert (await api.submit()).status_code == 202
     assert (await api.submit()).status_code == 202
     response = await api.submit()
@@ -175,8 +168,8 @@ async def test_queue_full_answers_503_with_retry_after(serve: ServeFactory, tmp_
     assert sql("SELECT count(*) FROM jobs") == [(2,)] and len(api.files()) == 2
 
 
-async def test_concurrency_limit_counts_queued_jobs_and_frees_slots(serve: ServeFactory, tmp_path: Path) -> None:
-    api = await make_api(serve, tmp_path, limits={"max_concurrent_jobs": 1})
+async def test_concurrency_limit_counts_queued_jobs_and_frees_slots(serve_app: AppFactory, tmp_path: Path) -> None:
+    api = await make_api(serve_app, tmp_path, limits={"max_concurrent_jobs": 1})
     assert_error(await api.submit(bogus="x"), 422, "unknown_parameter")  # a refused request holds no slot
     first = (await api.submit()).json()
     response = await api.submit()
@@ -187,8 +180,8 @@ async def test_concurrency_limit_counts_queued_jobs_and_frees_slots(serve: Serve
     assert (await api.submit()).status_code == 202  # the cancelled job gave its slot back
 
 
-async def test_audio_seconds_are_charged_at_submit(serve: ServeFactory, tmp_path: Path) -> None:
-    api = await make_api(serve, tmp_path, limits={"audio_seconds_per_hour": 4})
+async def test_audio_seconds_are_charged_at_submit(serve_app: AppFactory, tmp_path: Path) -> None:
+    api = await make_api(serve_app, tmp_path, limits={"audio_seconds_per_hour": 4})
     assert (await api.submit()).status_code == 202  # 3 s of the 4 s allowance
     assert (await api.submit()).status_code == 202  # the allowance was positive: admitted, now negative
     response = await api.submit()
@@ -280,7 +273,7 @@ def _insert_transcripts(tenant: str, key_id: str, count: int) -> list[str]:
 
 
 async def test_cursor_pagination_walks_250_transcripts_newest_first(api: Api) -> None:
-    me = (await api.served.services.keys.list("acme"))[0][0]
+    me = (await api.served.services.keys.page("acme"))[0][0]
     ids = _insert_transcripts("acme", me.id, 250)
     seen: list[str] = []
     after = None
@@ -357,8 +350,8 @@ async def test_every_job_and_transcript_route_is_404_for_another_tenant(api: Api
     assert (await api.client.get(f"/v1/diarization/{dz}", headers=api.auth)).json()["status"] == "queued"
 
 
-async def test_scopes_guard_the_job_routes(serve: ServeFactory, tmp_path: Path) -> None:
-    api = await make_api(serve, tmp_path, scopes="stt")
+async def test_scopes_guard_the_job_routes(serve_app: AppFactory, tmp_path: Path) -> None:
+    api = await make_api(serve_app, tmp_path, scopes="stt")
     job = (await api.submit()).json()["id"]
     assert (await api.client.get(f"/v1/transcriptions/{job}", headers=api.auth)).status_code == 200
     for method, path in [("GET", "/v1/jobs"), ("GET", f"/v1/jobs/{job}"), ("DELETE", f"/v1/jobs/{job}"),
@@ -384,8 +377,8 @@ async def test_cancel_of_a_queued_job_is_final(api: Api) -> None:
     assert transcript["status"] == "cancelled" and transcript["queue_position"] is None
 
 
-async def test_delete_erases_content_and_audio_and_keeps_a_tombstone(serve: ServeFactory, tmp_path: Path) -> None:
-    api = await make_api(serve, tmp_path)
+async def test_delete_erases_content_and_audio_and_keeps_a_tombstone(serve_app: AppFactory, tmp_path: Path) -> None:
+    api = await make_api(serve_app, tmp_path)
     job = (await api.submit(audio_retention_hours="24", metadata='{"who": "alice"}', prompt="secret prompt",
                             keyterms_prompt=["Alice"], webhook_url="http://127.0.0.1:9/h",
                             webhook_auth_header_name="X-Token", webhook_auth_header_value="s3cret")).json()["id"]

@@ -3,26 +3,16 @@ idempotency keys released after 24 h, lost sync jobs ended; the purge runs insid
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from lexia.queue import ListQueue
-from lexia.services.lifecycle import Lifecycle
-from lexia.services.recovery import Sweeper
-from lexia.services.retention import Retention
+from lexia.services.jobs.retention import Retention
 from tests.conftest import bearer
-from tests.jobs_support import ServeFactory, job_settings, serving, sql, stub_worker, wait_for, wait_status, wav_bytes
+from tests.harness import AppFactory, services_for
+from tests.jobs_support import job_settings, sql, stub_worker, wait_for, wait_status, wav_bytes
 from tests.test_auth import assert_error
-
-
-@pytest.fixture
-async def serve() -> AsyncIterator[ServeFactory]:
-    async with serving() as factory:
-        yield factory
 
 
 def files(tmp_path: Path) -> list[Path]:
@@ -30,8 +20,7 @@ def files(tmp_path: Path) -> list[Path]:
 
 
 def retention(api: Any) -> Retention:
-    svc = api.services
-    return Retention(Lifecycle(svc.db, ListQueue(), svc.limiter, lease_seconds=2, max_attempts=3))
+    return api.services.retention  # type: ignore[no-any-return]
 
 
 async def upload(api: Any, key: str, tmp_path: Path, headers: dict[str, str] | None = None, **data: Any) -> Any:
@@ -41,10 +30,10 @@ async def upload(api: Any, key: str, tmp_path: Path, headers: dict[str, str] | N
     )
 
 
-async def test_expired_results_are_erased_by_the_worker_purge(serve: ServeFactory, tmp_path: Path) -> None:
+async def test_expired_results_are_erased_by_the_worker_purge(serve_app: AppFactory, tmp_path: Path) -> None:
     settings = job_settings(tmp_path, LEXIA_RETENTION_PURGE_SECONDS="0.2")
     with stub_worker(settings) as w:
-        api = await serve(settings, queue=w.queue)
+        api = await serve_app(settings, queue=w.queue)
         _, key = await api.make_key()
         job = (await upload(api, key, tmp_path, result_retention_days="1", metadata='{"p": "x"}',
                             webhook_url="http://127.0.0.1:9/h")).json()
@@ -68,10 +57,10 @@ async def test_expired_results_are_erased_by_the_worker_purge(serve: ServeFactor
     assert payload["metadata"] is None
 
 
-async def test_audio_is_kept_for_its_retention_hours_then_removed(serve: ServeFactory, tmp_path: Path) -> None:
+async def test_audio_is_kept_for_its_retention_hours_then_removed(serve_app: AppFactory, tmp_path: Path) -> None:
     settings = job_settings(tmp_path)
     with stub_worker(settings) as w:
-        api = await serve(settings, queue=w.queue)
+        api = await serve_app(settings, queue=w.queue)
         _, key = await api.make_key()
         kept = (await upload(api, key, tmp_path, audio_retention_hours="2")).json()
         dropped = (await upload(api, key, tmp_path)).json()
@@ -90,10 +79,10 @@ async def test_audio_is_kept_for_its_retention_hours_then_removed(serve: ServeFa
     assert body["text"] and body["deleted_at"] is None  # the transcript itself is kept for its own TTL
 
 
-async def test_zero_result_retention_keeps_results_until_deleted(serve: ServeFactory, tmp_path: Path) -> None:
+async def test_zero_result_retention_keeps_results_until_deleted(serve_app: AppFactory, tmp_path: Path) -> None:
     settings = job_settings(tmp_path)
     with stub_worker(settings) as w:
-        api = await serve(settings, queue=w.queue)
+        api = await serve_app(settings, queue=w.queue)
         _, key = await api.make_key()
         job = (await upload(api, key, tmp_path, result_retention_days="0")).json()
         done = await wait_status(api.client, f"/v1/transcriptions/{job['id']}", bearer(key), ("completed",))
@@ -101,8 +90,8 @@ async def test_zero_result_retention_keeps_results_until_deleted(serve: ServeFac
     assert (await retention(api).purge(now=datetime.now(UTC) + timedelta(days=3650))).expired == 0
 
 
-async def test_tenant_retention_defaults_apply_to_new_jobs(serve: ServeFactory, tmp_path: Path) -> None:
-    api = await serve(job_settings(tmp_path), queue=ListQueue())
+async def test_tenant_retention_defaults_apply_to_new_jobs(serve_app: AppFactory, tmp_path: Path) -> None:
+    api = await serve_app(job_settings(tmp_path), queue=ListQueue())
     _, key = await api.make_key()
     before = (await upload(api, key, tmp_path)).json()
     assert (before["audio_retention_hours"], before["result_retention_days"]) == (0, 30)
@@ -115,8 +104,8 @@ async def test_tenant_retention_defaults_apply_to_new_jobs(serve: ServeFactory, 
     assert override["audio_retention_hours"] == 0
 
 
-async def test_idempotency_keys_expire_after_their_ttl(serve: ServeFactory, tmp_path: Path) -> None:
-    api = await serve(job_settings(tmp_path), queue=ListQueue())
+async def test_idempotency_keys_expire_after_their_ttl(serve_app: AppFactory, tmp_path: Path) -> None:
+    api = await serve_app(job_settings(tmp_path), queue=ListQueue())
     _, key = await api.make_key()
     first = (await upload(api, key, tmp_path, headers={"Idempotency-Key": "k1"})).json()
     ((expires,),) = sql("SELECT idempotency_expires_at FROM jobs WHERE id = %s", first["id"])
@@ -130,8 +119,8 @@ async def test_idempotency_keys_expire_after_their_ttl(serve: ServeFactory, tmp_
     assert sql("SELECT count(*) FROM jobs WHERE idempotency_key IS NOT NULL") == [(0,)]
 
 
-async def test_sweeper_ends_sync_jobs_whose_process_is_gone(serve: ServeFactory, tmp_path: Path) -> None:
-    api = await serve(job_settings(tmp_path), queue=ListQueue())
+async def test_sweeper_ends_sync_jobs_whose_process_is_gone(serve_app: AppFactory, tmp_path: Path) -> None:
+    api = await serve_app(job_settings(tmp_path), queue=ListQueue())
     key, _ = await api.make_key()
     sql(
         "INSERT INTO jobs (id, tenant_id, key_id, kind, mode, status, attempts, lease_expires_at, created_at) "
@@ -139,33 +128,32 @@ async def test_sweeper_ends_sync_jobs_whose_process_is_gone(serve: ServeFactory,
         "now() - interval '1 second', now())",
         key.id,
     )
-    svc = api.services
     queue = ListQueue()
-    report = await Sweeper(Lifecycle(svc.db, queue, svc.limiter, lease_seconds=2, max_attempts=3), queue,
-                           requeue_after=60).sweep()
+    async with services_for(job_settings(tmp_path, LEXIA_JOB_REQUEUE_SECONDS="60"), queue) as worker:
+        report = await worker.sweeper.sweep()
     assert report.sync_failed == 1 and queue.sent == []
     assert sql("SELECT status, error_code FROM jobs") == [("error", "internal_error")]
 
 
-async def test_sweeper_does_not_duplicate_recently_enqueued_jobs(serve: ServeFactory, tmp_path: Path) -> None:
-    api = await serve(job_settings(tmp_path), queue=ListQueue())
+async def test_sweeper_does_not_duplicate_recently_enqueued_jobs(serve_app: AppFactory, tmp_path: Path) -> None:
+    api = await serve_app(job_settings(tmp_path), queue=ListQueue())
     _, key = await api.make_key()
     job = (await upload(api, key, tmp_path)).json()
-    svc = api.services
     queue = ListQueue()
-    sweeper = Sweeper(Lifecycle(svc.db, queue, svc.limiter, lease_seconds=2, max_attempts=3), queue, requeue_after=60)
-    assert (await sweeper.sweep()).jobs_enqueued == 0  # enqueued moments ago
-    later = datetime.now(UTC) + timedelta(seconds=61)
-    assert (await sweeper.sweep(now=later)).jobs_enqueued == 1
-    assert (await sweeper.sweep(now=later + timedelta(seconds=61))).jobs_enqueued == 0  # the wait doubles
-    assert (await sweeper.sweep(now=later + timedelta(seconds=121))).jobs_enqueued == 1
+    async with services_for(job_settings(tmp_path, LEXIA_JOB_REQUEUE_SECONDS="60"), queue) as worker:
+        sweeper = worker.sweeper
+        assert (await sweeper.sweep()).jobs_enqueued == 0  # enqueued moments ago
+        later = datetime.now(UTC) + timedelta(seconds=61)
+        assert (await sweeper.sweep(now=later)).jobs_enqueued == 1
+        assert (await sweeper.sweep(now=later + timedelta(seconds=61))).jobs_enqueued == 0  # the wait doubles
+        assert (await sweeper.sweep(now=later + timedelta(seconds=121))).jobs_enqueued == 1
     assert queue.ids("transcription.run") == [job["id"], job["id"]]
 
 
-async def test_delete_while_processing_cancels_erases_and_removes_audio(serve: ServeFactory, tmp_path: Path) -> None:
+async def test_delete_while_processing_cancels_erases_and_removes_audio(serve_app: AppFactory, tmp_path: Path) -> None:
     settings = job_settings(tmp_path, LEXIA_FAKE_ENGINE_DELAY="0.2")
     with stub_worker(settings) as w:
-        api = await serve(settings, queue=w.queue)
+        api = await serve_app(settings, queue=w.queue)
         _, key = await api.make_key()
         job = (await upload(api, key, tmp_path, metadata='{"who": "bob"}')).json()
         await wait_status(api.client, f"/v1/jobs/{job['id']}", bearer(key), ("processing",))
@@ -181,8 +169,8 @@ async def test_delete_while_processing_cancels_erases_and_removes_audio(serve: S
     assert body == tomb
 
 
-async def test_sweeper_gives_back_slots_of_ended_jobs(serve: ServeFactory, tmp_path: Path) -> None:
-    api = await serve(job_settings(tmp_path), queue=ListQueue())
+async def test_sweeper_gives_back_slots_of_ended_jobs(serve_app: AppFactory, tmp_path: Path) -> None:
+    api = await serve_app(job_settings(tmp_path), queue=ListQueue())
     key, _ = await api.make_key()
     for job_id, status in (("tr_01JDX8Q6ZK3M4N5P6Q7R8S9T0A", "completed"), ("tr_01JDX8Q6ZK3M4N5P6Q7R8S9T0B", "processing")):
         sql(
@@ -196,9 +184,8 @@ async def test_sweeper_gives_back_slots_of_ended_jobs(serve: ServeFactory, tmp_p
     # its slot, and so do a /v1/audio call and a request whose row is not committed yet.
     for holder in ("tr_01JDX8Q6ZK3M4N5P6Q7R8S9T0A", "tr_01JDX8Q6ZK3M4N5P6Q7R8S9T0B", "req_audio", "tr_not_yet"):
         await limiter.acquire_slot(key.id, holder, 10, 3600)
-    queue = ListQueue()
-    report = await Sweeper(Lifecycle(svc.db, queue, limiter, lease_seconds=2, max_attempts=3), queue,
-                           requeue_after=60).sweep()
+    async with services_for(job_settings(tmp_path, LEXIA_JOB_REQUEUE_SECONDS="60")) as worker:
+        report = await worker.sweeper.sweep()
     assert report.slots_released == 1
     held = (await limiter.slot_holders())[key.id]
     assert sorted(held) == ["req_audio", "tr_01JDX8Q6ZK3M4N5P6Q7R8S9T0B", "tr_not_yet"]

@@ -3,25 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from lexia.api.jobs import SYNC_JOBS_STATE
 from lexia.engines.base import Audio, DiarizeOptions, Engines, SpeakerTurn
 from lexia.engines.fakes import FakeDiarizer, FakeSTT
 from lexia.queue import ListQueue
 from tests.conftest import bearer
-from tests.jobs_support import ServeFactory, job_settings, serving, sql, wait_for, wav_bytes
+from tests.harness import AppFactory
+from tests.jobs_support import job_settings, sql, wait_for, wav_bytes
 from tests.test_auth import assert_error
-
-
-@pytest.fixture
-async def serve() -> AsyncIterator[ServeFactory]:
-    async with serving() as factory:
-        yield factory
 
 
 class BrokenDiarizer(FakeDiarizer):
@@ -29,10 +20,10 @@ class BrokenDiarizer(FakeDiarizer):
         raise RuntimeError("pipeline crashed")
 
 
-async def start(serve: ServeFactory, tmp_path: Path, *, stt: FakeSTT | None = None,
+async def start(serve_app: AppFactory, tmp_path: Path, *, stt: FakeSTT | None = None,
                 diarizer: FakeDiarizer | None = None) -> tuple[Any, str]:
     engines = Engines(stt=stt or FakeSTT(), diarizer=diarizer or FakeDiarizer(), mode="fake")
-    api = await serve(job_settings(tmp_path), queue=ListQueue(), engines=engines)
+    api = await serve_app(job_settings(tmp_path), queue=ListQueue(), engines=engines)
     _, key = await api.make_key()
     return api, key
 
@@ -43,8 +34,8 @@ async def post(api: Any, key: str, path: str, audio: bytes, headers: dict[str, s
                                  headers={**bearer(key), **(headers or {})})
 
 
-async def test_sync_diarization_answers_the_completed_diarization(serve: ServeFactory, tmp_path: Path) -> None:
-    api, key = await start(serve, tmp_path)
+async def test_sync_diarization_answers_the_completed_diarization(serve_app: AppFactory, tmp_path: Path) -> None:
+    api, key = await start(serve_app, tmp_path)
     audio = wav_bytes(5.0, tmp_path / "a.wav")
     response = await post(api, key, "/v1/diarization/sync", audio, {"Idempotency-Key": "d1"}, max_speakers="3")
     assert response.status_code == 200, response.text
@@ -61,34 +52,34 @@ async def test_sync_diarization_answers_the_completed_diarization(serve: ServeFa
     assert [p for p in (tmp_path / "storage").rglob("*") if p.is_file()] == []
 
 
-async def test_sync_diarization_failure_is_500_and_stored(serve: ServeFactory, tmp_path: Path) -> None:
-    api, key = await start(serve, tmp_path, diarizer=BrokenDiarizer())
+async def test_sync_diarization_failure_is_500_and_stored(serve_app: AppFactory, tmp_path: Path) -> None:
+    api, key = await start(serve_app, tmp_path, diarizer=BrokenDiarizer())
     response = await post(api, key, "/v1/diarization/sync", wav_bytes(3.0, tmp_path / "a.wav"))
     error = assert_error(response, 500, "diarization_failed")
     assert "pipeline crashed" not in error["message"]  # no internals in messages
     assert sql("SELECT status, error_code FROM jobs") == [("error", "diarization_failed")]
 
 
-async def test_cancelling_a_running_sync_diarization_answers_cancelled(serve: ServeFactory, tmp_path: Path) -> None:
-    api, key = await start(serve, tmp_path, diarizer=FakeDiarizer(delay=1.0))
+async def test_cancelling_a_running_sync_diarization_answers_cancelled(serve_app: AppFactory, tmp_path: Path) -> None:
+    api, key = await start(serve_app, tmp_path, diarizer=FakeDiarizer(delay=1.0))
     request = asyncio.create_task(post(api, key, "/v1/diarization/sync", wav_bytes(4.0, tmp_path / "a.wav")))
 
     async def running() -> list[tuple[Any, ...]]:
         return sql("SELECT id FROM jobs WHERE status = 'processing'")
 
     ((job_id,),) = await wait_for(running)
-    task = api.app.state[SYNC_JOBS_STATE]._tasks[job_id]
+    run = api.services.sync_jobs._runs[job_id]
     cancelled = await api.client.delete(f"/v1/jobs/{job_id}", headers=bearer(key))
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
     # The run in this process is stopped by the DELETE itself, not later by its row watch.
-    assert task.cancelling() or task.done()
+    assert run.watch.lost
     response = await request
     assert response.status_code == 200 and response.json()["status"] == "cancelled"
     assert response.json()["segments"] is None
 
 
-async def test_cancelling_a_running_sync_transcription_via_the_jobs_api(serve: ServeFactory, tmp_path: Path) -> None:
-    api, key = await start(serve, tmp_path, stt=FakeSTT(segment_delay=0.5))
+async def test_cancelling_a_running_sync_transcription_via_the_jobs_api(serve_app: AppFactory, tmp_path: Path) -> None:
+    api, key = await start(serve_app, tmp_path, stt=FakeSTT(segment_delay=0.5))
     request = asyncio.create_task(post(api, key, "/v1/transcriptions/sync", wav_bytes(20.0, tmp_path / "a.wav")))
 
     async def running() -> list[tuple[Any, ...]]:

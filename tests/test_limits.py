@@ -11,8 +11,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from lexia.errors import RateLimited, ServiceUnavailable
-from lexia.services.limits import RedisLimiter
-from tests.conftest import TEST_REDIS_URL, AppFactory, Running, bearer
+from lexia.services.access.limits import RedisLimiter
+from tests.conftest import TEST_REDIS_URL, AppFactory, TestApp, bearer
 from tests.test_auth import assert_error
 
 LIMITS = {"requests_per_minute": 60, "tokens_per_minute": 1000, "audio_seconds_per_hour": 3600, "max_concurrent_jobs": 2}
@@ -24,7 +24,7 @@ def _closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def test_headers_on_every_authenticated_response(api: Running) -> None:
+async def test_headers_on_every_authenticated_response(api: TestApp) -> None:
     _, secret = await api.make_key("llm", limits={"requests_per_minute": 10})
     first = await api.client.get("/v1/models", headers=bearer(secret))
     second = await api.client.get("/v1/models", headers=bearer(secret))
@@ -38,7 +38,7 @@ async def test_headers_on_every_authenticated_response(api: Running) -> None:
     assert missing.headers["x-ratelimit-remaining"] == "7"
 
 
-async def test_429_with_retry_after_when_requests_exhausted(api: Running) -> None:
+async def test_429_with_retry_after_when_requests_exhausted(api: TestApp) -> None:
     _, secret = await api.make_key("llm", limits={"requests_per_minute": 3})
     for _ in range(3):
         assert (await api.client.get("/v1/models", headers=bearer(secret))).status_code == 200
@@ -52,7 +52,7 @@ async def test_429_with_retry_after_when_requests_exhausted(api: Running) -> Non
     assert int(again.headers["retry-after"]) <= int(refused.headers["retry-after"])
 
 
-async def test_zero_limit_means_unlimited(api: Running) -> None:
+async def test_zero_limit_means_unlimited(api: TestApp) -> None:
     _, secret = await api.make_key("llm", limits={"requests_per_minute": 0})
     for _ in range(5):
         assert (await api.client.get("/v1/models", headers=bearer(secret))).status_code == 200

@@ -10,7 +10,7 @@ import pytest
 
 from lexia.engines.fakes import FakeLLM
 from tests.conftest import bearer
-from tests.llm_support import MODEL, LLMAppFactory, LLMRunning, asgi_post, llm_apps, parse_sse, sdk, service
+from tests.llm_support import MODEL, LLMAppFactory, TestApp, asgi_post, llm_apps, parse_sse, sdk, service
 from tests.test_auth import assert_error
 
 WORDS = " ".join(f"w{i}" for i in range(40))
@@ -18,7 +18,7 @@ WORDS = " ".join(f"w{i}" for i in range(40))
 llm_app = pytest.fixture(llm_apps)
 
 
-async def usage_rows(api: LLMRunning, secret: str) -> list[dict[str, object]]:
+async def usage_rows(api: TestApp, secret: str) -> list[dict[str, object]]:
     """GET /v1/usage after writing the buffered events."""
     await api.services.usage.flush()
     response = await api.client.get("/v1/usage", params={"kind": "llm"}, headers=bearer(secret))

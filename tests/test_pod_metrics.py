@@ -25,17 +25,13 @@ from lexia.engines.fakes import FakeDiarizer, FakeSTT
 from lexia.metrics import JOB_BUCKETS, HistogramTotals, Metrics, PodTotals, le_label
 from lexia.queue import ListQueue
 from lexia.services.podmetrics import PodMetrics
-from tests.conftest import TEST_REDIS_URL, AppFactory, bearer
-from tests.jobs_support import ServeFactory, job_settings, receiver, serving, sql, stub_worker, wait_for, wav_bytes
+from tests.conftest import TEST_REDIS_URL, bearer
+from tests.harness import AppFactory
+from tests.jobs_support import job_settings, receiver, sql, stub_worker, wait_for, wav_bytes
 
 DEAD_REDIS = "redis://127.0.0.1:1/0"  # nothing listens on port 1: every call is refused at once
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
-
-@pytest.fixture
-async def serve() -> AsyncIterator[ServeFactory]:
-    async with serving() as factory:
-        yield factory
 
 
 @pytest.fixture
@@ -127,10 +123,10 @@ def durations_of(kind: str) -> list[float]:
 # -- end to end: the worker and the API's sync path ----------------------------------------
 
 
-async def test_worker_jobs_and_webhook_attempts_appear_on_the_api_metrics(serve: ServeFactory, tmp_path: Path) -> None:
+async def test_worker_jobs_and_webhook_attempts_appear_on_the_api_metrics(serve_app: AppFactory, tmp_path: Path) -> None:
     settings = job_settings(tmp_path)
     with stub_worker(settings) as w, receiver() as ok, receiver([500, 500]) as flaky:
-        api = await serve(settings, queue=w.queue)
+        api = await serve_app(settings, queue=w.queue)
         _, key = await api.make_key()
         _, before = await scrape(api.client)
         audio = wav_bytes(2.0, tmp_path / "a.wav")
@@ -178,10 +174,10 @@ async def test_worker_jobs_and_webhook_attempts_appear_on_the_api_metrics(serve:
 
 
 async def test_sync_jobs_in_the_api_process_are_observed_and_a_never_started_one_is_not(
-    serve: ServeFactory, tmp_path: Path
+    serve_app: AppFactory, tmp_path: Path
 ) -> None:
     engines = Engines(stt=FakeSTT(), diarizer=FakeDiarizer(), mode="fake")
-    api = await serve(job_settings(tmp_path), queue=ListQueue(), engines=engines)  # nothing runs async jobs
+    api = await serve_app(job_settings(tmp_path), queue=ListQueue(), engines=engines)  # nothing runs async jobs
     _, key = await api.make_key()
     _, before = await scrape(api.client)
     audio = wav_bytes(3.0, tmp_path / "a.wav")

@@ -11,12 +11,13 @@ from typing import Any
 
 import redis as sync_redis
 
-from lexia.queue import HEARTBEAT_KEY, Heartbeat
-from tests.conftest import TEST_REDIS_URL, AppFactory, Running, bearer
+from lexia.services.health import HEARTBEAT_KEY
+from lexia.worker.runtime import Heartbeat
+from tests.conftest import TEST_REDIS_URL, AppFactory, TestApp, bearer
 from tests.test_auth import assert_error
 
 
-async def test_root_and_health_need_no_key(api: Running) -> None:
+async def test_root_and_health_need_no_key(api: TestApp) -> None:
     root = await api.client.get("/")
     assert root.json() == {
         "name": "Lexia", "version": "1.0.0", "docs": "/docs", "openapi": "/openapi.json",
@@ -31,7 +32,7 @@ def _beat() -> None:
     client.close()
 
 
-async def test_ready_names_the_missing_worker(api: Running) -> None:
+async def test_ready_names_the_missing_worker(api: TestApp) -> None:
     response = await api.client.get("/ready")
     assert response.status_code == 503
     body = response.json()
@@ -41,7 +42,7 @@ async def test_ready_names_the_missing_worker(api: Running) -> None:
     assert response.headers["retry-after"] == "5"
 
 
-async def test_ready_when_everything_answers(api: Running) -> None:
+async def test_ready_when_everything_answers(api: TestApp) -> None:
     _beat()
     response = await api.client.get("/ready")
     assert response.status_code == 200, response.text
@@ -51,7 +52,7 @@ async def test_ready_when_everything_answers(api: Running) -> None:
     }
 
 
-async def test_stale_heartbeat_fails_readiness(api: Running) -> None:
+async def test_stale_heartbeat_fails_readiness(api: TestApp) -> None:
     client = sync_redis.Redis.from_url(TEST_REDIS_URL)
     client.set(HEARTBEAT_KEY, repr(time.time() - 31))
     client.close()
@@ -69,7 +70,7 @@ async def test_disabled_engine_never_fails_readiness(start_app: AppFactory) -> N
     assert kinds == ["llm", "stt"]
 
 
-async def test_metrics_count_requests_by_route_and_status(api: Running) -> None:
+async def test_metrics_count_requests_by_route_and_status(api: TestApp) -> None:
     _, secret = await api.make_key("llm", limits={"requests_per_minute": 1})
     await api.client.get("/v1/models", headers=bearer(secret))
     await api.client.get("/v1/models", headers=bearer(secret))
@@ -88,7 +89,7 @@ async def test_metrics_token_required_when_set(start_app: AppFactory) -> None:
     assert ok.status_code == 200 and ok.headers["content-type"].startswith("text/plain")
 
 
-async def test_models_list_and_lookup_by_alias(api: Running) -> None:
+async def test_models_list_and_lookup_by_alias(api: TestApp) -> None:
     _, secret = await api.make_key("stt")
     models = (await api.client.get("/v1/models", headers=bearer(secret))).json()
     assert models["object"] == "list"
@@ -130,7 +131,7 @@ def test_importing_the_app_loads_no_heavy_engine_library() -> None:
     assert done.stdout.strip() == "[]", done.stderr
 
 
-async def test_worker_process_heartbeat_makes_the_api_ready(api: Running) -> None:
+async def test_worker_process_heartbeat_makes_the_api_ready(api: TestApp) -> None:
     import asyncio
     import os
     from pathlib import Path
@@ -155,9 +156,7 @@ async def test_worker_process_heartbeat_makes_the_api_ready(api: Running) -> Non
         worker.wait(timeout=20)
 
 
-async def test_openapi_documents_every_request_body(start_app: AppFactory) -> None:
-    from lexia.api.openapi import BODIES
-
+async def test_openapi_documents_every_request_body_and_response(start_app: AppFactory) -> None:
     api = await start_app()
     doc = (await api.client.get("/openapi.json")).json()
     schemas = doc["components"]["schemas"]
@@ -167,19 +166,51 @@ async def test_openapi_documents_every_request_body(start_app: AppFactory) -> No
         assert ref.startswith("#/components/schemas/")
         return schemas[ref.rsplit("/", 1)[1]]  # type: ignore[no-any-return]
 
-    for (path, method), (struct, media_types) in BODIES.items():
+    json_bodies = {
+        ("/v1/chat/completions", "post"): "ChatCompletionRequest",
+        ("/v1/completions", "post"): "CompletionRequest",
+        ("/v1/admin/keys", "post"): "KeyCreate",
+        ("/v1/admin/keys/{key_id}", "patch"): "KeyPatch",
+        ("/v1/admin/tenant", "patch"): "TenantPatch",
+    }
+    for (path, method), name in json_bodies.items():
         body = doc["paths"][path][method]["requestBody"]
-        assert body["required"] is True and sorted(body["content"]) == sorted(media_types), path
-        for media, entry in body["content"].items():
-            schema = entry["schema"]
-            if media == "multipart/form-data":
-                ref, upload = schema["allOf"]
-                assert upload["properties"]["file"] == {"type": "string", "format": "binary", "description": "The audio"}
-                schema = ref
-            assert resolve(schema)["title"] == struct.__name__
+        assert body["required"] is True and list(body["content"]) == ["application/json"], path
+        assert resolve(body["content"]["application/json"]["schema"])["title"] == name
+    uploads = {
+        ("/v1/audio/transcriptions", "post"): ["multipart/form-data"],
+        ("/v1/audio/translations", "post"): ["multipart/form-data"],
+        ("/v1/transcriptions", "post"): ["multipart/form-data", "application/json"],
+        ("/v1/transcriptions/sync", "post"): ["multipart/form-data", "application/json"],
+        ("/v1/diarization", "post"): ["multipart/form-data", "application/json"],
+        ("/v1/diarization/sync", "post"): ["multipart/form-data", "application/json"],
+    }
+    for (path, method), media_types in uploads.items():
+        body = doc["paths"][path][method]["requestBody"]
+        assert body["required"] is True and list(body["content"]) == media_types, path
+        fields, upload = body["content"]["multipart/form-data"]["schema"]["allOf"]
+        assert upload["properties"]["file"] == {"type": "string", "format": "binary"}
+        assert "$ref" not in json.dumps(fields)  # self-contained: nested structs inlined
+    assert "speaker_options" in doc["paths"]["/v1/transcriptions"]["post"]["requestBody"]["content"][
+        "application/json"]["schema"]["properties"]
     chat = schemas["ChatCompletionRequest"]
     assert {"model", "messages"} <= set(chat["required"])
-    assert resolve(chat["properties"]["messages"]["items"])["title"] == "ChatMessage"
+    # Every operation documents its success body and its errors in the error envelope.
+    for path, item in doc["paths"].items():
+        for method, operation in item.items():
+            responses = operation["responses"]
+            success = [code for code in responses if code.startswith("2")]
+            assert success, (method, path)
+            errors = [code for code in responses if code[0] in "45"]
+            assert errors, (method, path)
+            for code in errors:
+                assert resolve(responses[code]["content"]["application/json"]["schema"])["title"] == "ErrorResponse"
+            if path.startswith("/v1/"):
+                assert {"401", "403", "429"} <= set(responses), (method, path)
+    transcript = doc["paths"]["/v1/transcriptions/{transcript_id}"]["get"]["responses"]["200"]
+    assert resolve(transcript["content"]["application/json"]["schema"])["title"] == "Transcript"
+    models = doc["paths"]["/v1/models"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert resolve(models)["title"] == "ModelList"
     # Every reference anywhere in the document points at a component that exists.
     refs = re.findall(r'"\$ref":\s*"#/components/schemas/([^"]+)"', json.dumps(doc))
     assert refs and all(name in schemas for name in refs)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from lexia.services.usage import UsageEvent
-from tests.conftest import Running, bearer
+from lexia.services.access.usage import UsageEvent
+from tests.conftest import TestApp, bearer
 from tests.test_auth import assert_error
 
 
@@ -16,7 +16,7 @@ def _event(key_id: str, kind: str | None, when: datetime, **amounts: float) -> U
     )
 
 
-async def test_every_authenticated_request_is_recorded(api: Running) -> None:
+async def test_every_authenticated_request_is_recorded(api: TestApp) -> None:
     key, secret = await api.make_key("*")
     await api.client.get("/v1/models", headers=bearer(secret))
     await api.client.get("/v1/models/nope", headers=bearer(secret))
@@ -31,7 +31,7 @@ async def test_every_authenticated_request_is_recorded(api: Running) -> None:
     assert {r.key_id for r in rows} == {key.id} and {r.tenant_id for r in rows} == {"acme"}
 
 
-async def test_unmetered_requests_are_rolled_up_per_second(api: Running) -> None:
+async def test_unmetered_requests_are_rolled_up_per_second(api: TestApp) -> None:
     key, secret = await api.make_key("*")
     for _ in range(5):
         await api.client.get("/v1/models", headers=bearer(secret))
@@ -45,7 +45,7 @@ async def test_unmetered_requests_are_rolled_up_per_second(api: Running) -> None
     assert all(r.latency_ms > 0 and r.request_id.startswith("req_") for r in rows)
 
 
-async def test_usage_sums_per_day_key_and_kind(api: Running) -> None:
+async def test_usage_sums_per_day_key_and_kind(api: TestApp) -> None:
     key, secret = await api.make_key("*")
     other, _ = await api.make_key("llm", name="other")
     today = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
@@ -87,7 +87,7 @@ async def test_usage_sums_per_day_key_and_kind(api: Running) -> None:
     assert one["totals"]["llm"]["requests"] == 1
 
 
-async def test_usage_query_validation(api: Running) -> None:
+async def test_usage_query_validation(api: TestApp) -> None:
     _, secret = await api.make_key("usage")
     foreign, _ = await api.make_key("usage", tenant="globex")
     h = bearer(secret)
@@ -100,7 +100,7 @@ async def test_usage_query_validation(api: Running) -> None:
     assert (datetime.fromisoformat(default["end"]) - datetime.fromisoformat(default["start"])).days == 29
 
 
-async def test_buffered_events_survive_a_failed_flush(api: Running) -> None:
+async def test_buffered_events_survive_a_failed_flush(api: TestApp) -> None:
     key, _ = await api.make_key("llm")
     usage = api.services.usage
     usage.record(_event(key.id, "llm", datetime.now(UTC), input_tokens=1))

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -12,23 +11,15 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from tests.conftest import bearer
+from tests.harness import AppFactory
 from tests.jobs_support import (
-    ServeFactory,
     job_settings,
     receiver,
-    serving,
     stub_worker,
     wait_for,
     wav_bytes,
 )
 from tests.test_auth import assert_error
-
-
-@pytest.fixture
-async def serve() -> AsyncIterator[ServeFactory]:
-    async with serving() as factory:
-        yield factory
-
 
 DELIVERY_FIELDS = {"id", "object", "resource_id", "event", "url", "status", "payload", "attempts", "next_attempt_at",
                    "created_at"}
@@ -54,11 +45,11 @@ async def settled(api: Any, key: str, job_id: str, status: str = "succeeded", ti
 
 
 async def test_receiver_failing_twice_gets_three_attempts_then_delivered(
-    serve: ServeFactory, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+    serve_app: AppFactory, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     settings = job_settings(tmp_path)
     with stub_worker(settings) as w, receiver([500, 500, 200]) as hook:
-        api = await serve(settings, queue=w.queue)
+        api = await serve_app(settings, queue=w.queue)
         _, key = await api.make_key()
         secret = (await api.client.get("/v1/webhooks/secret", headers=bearer(key))).json()
         assert secret["object"] == "webhook_secret" and secret["secret"].startswith("whsec_")
@@ -104,11 +95,11 @@ async def test_receiver_failing_twice_gets_three_attempts_then_delivered(
     assert "t0ken-value" not in out + err and secret["secret"] not in out + err  # secrets are never logged
 
 
-async def test_loopback_receiver_is_refused_at_delivery_and_logged(serve: ServeFactory, tmp_path: Path) -> None:
+async def test_loopback_receiver_is_refused_at_delivery_and_logged(serve_app: AppFactory, tmp_path: Path) -> None:
     api_settings = job_settings(tmp_path)  # the API allows 127.0.0.1, the worker does not
     worker_settings = job_settings(tmp_path, LEXIA_SSRF_ALLOWLIST="")
     with stub_worker(worker_settings) as w, receiver() as hook:
-        api = await serve(api_settings, queue=w.queue)
+        api = await serve_app(api_settings, queue=w.queue)
         _, key = await api.make_key()
         job_id = await submit(api, key, tmp_path, webhook_url=hook.url)
         delivery = await settled(api, key, job_id, "failed")
@@ -120,11 +111,11 @@ async def test_loopback_receiver_is_refused_at_delivery_and_logged(serve: ServeF
         assert transcript["status"] == "completed" and transcript["webhook_status_code"] is None
 
 
-async def test_redirects_and_timeouts_fail_and_the_schedule_ends_in_failed(serve: ServeFactory, tmp_path: Path) -> None:
+async def test_redirects_and_timeouts_fail_and_the_schedule_ends_in_failed(serve_app: AppFactory, tmp_path: Path) -> None:
     settings = job_settings(tmp_path, LEXIA_WEBHOOK_RETRY_SCHEDULE="0.1s", LEXIA_WEBHOOK_TIMEOUT_SECONDS="0.5")
     with stub_worker(settings) as w, receiver([302], default=200, delay=0.0) as redirecting, \
             receiver(default=200, delay=1.5) as slow:
-        api = await serve(settings, queue=w.queue)
+        api = await serve_app(settings, queue=w.queue)
         _, key = await api.make_key()
         first = await submit(api, key, tmp_path, webhook_url=redirecting.url)
         second = await submit(api, key, tmp_path, webhook_url=slow.url)
@@ -135,10 +126,10 @@ async def test_redirects_and_timeouts_fail_and_the_schedule_ends_in_failed(serve
         assert all(a["latency_ms"] >= 450 for a in failed["attempts"])
 
 
-async def test_redeliver_makes_one_more_immediate_attempt(serve: ServeFactory, tmp_path: Path) -> None:
+async def test_redeliver_makes_one_more_immediate_attempt(serve_app: AppFactory, tmp_path: Path) -> None:
     settings = job_settings(tmp_path, LEXIA_WEBHOOK_RETRY_SCHEDULE="")
     with stub_worker(settings) as w, receiver([503, 503], default=200) as hook:
-        api = await serve(settings, queue=w.queue)
+        api = await serve_app(settings, queue=w.queue)
         _, key = await api.make_key()
         job_id = await submit(api, key, tmp_path, webhook_url=hook.url)
         failed = await settled(api, key, job_id, "failed")
@@ -158,10 +149,10 @@ async def test_redeliver_makes_one_more_immediate_attempt(serve: ServeFactory, t
         assert all(Webhook(secret).verify(raw, h) for h, raw in hook.received)
 
 
-async def test_rotated_secret_signs_alongside_the_old_one(serve: ServeFactory, tmp_path: Path) -> None:
+async def test_rotated_secret_signs_alongside_the_old_one(serve_app: AppFactory, tmp_path: Path) -> None:
     settings = job_settings(tmp_path)
     with stub_worker(settings) as w, receiver() as hook:
-        api = await serve(settings, queue=w.queue)
+        api = await serve_app(settings, queue=w.queue)
         _, key = await api.make_key()
         old = (await api.client.get("/v1/webhooks/secret", headers=bearer(key))).json()["secret"]
         assert (await api.client.get("/v1/webhooks/secret", headers=bearer(key))).json()["secret"] == old
@@ -183,7 +174,7 @@ async def test_rotated_secret_signs_alongside_the_old_one(serve: ServeFactory, t
 
 
 def test_signature_matches_the_documented_algorithm() -> None:
-    from lexia.services.webhooks import new_secret, sign
+    from lexia.services.webhooks.signing import new_secret, sign
 
     secret = new_secret()
     body = b'{"type":"transcript.completed"}'
@@ -193,7 +184,7 @@ def test_signature_matches_the_documented_algorithm() -> None:
 
 
 def test_delay_jitter_stays_within_ten_percent() -> None:
-    from lexia.services.deliveries import next_delay
+    from lexia.services.webhooks.deliveries import next_delay
 
     delays = (30.0, 120.0)
     values = [next_delay(delays, 1) for _ in range(200)]

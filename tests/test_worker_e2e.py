@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -26,14 +26,8 @@ import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from tests.conftest import BASE_ENV, bearer
-from tests.jobs_support import JOB_ENV, ServeFactory, job_settings, serving, sql, wait_for, wav_bytes
-
-
-@pytest.fixture
-async def serve() -> AsyncIterator[ServeFactory]:
-    async with serving() as factory:
-        yield factory
-
+from tests.harness import AppFactory
+from tests.jobs_support import JOB_ENV, job_settings, sql, wait_for, wav_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 DRAMATIQ = str(Path(sys.executable).with_name("dramatiq"))
@@ -134,10 +128,10 @@ def workers(tmp_path: Path) -> Iterator[Workers]:
 
 
 async def test_all_jobs_complete_once_when_a_worker_is_killed_mid_job(
-    serve: ServeFactory, workers: Workers, tmp_path: Path
+    serve_app: AppFactory, workers: Workers, tmp_path: Path
 ) -> None:
     settings = job_settings(tmp_path, LEXIA_FAKE_ENGINE_DELAY=DELAY)
-    api = await serve(settings)  # the real Redis broker of the test Redis db
+    api = await serve_app(settings)  # the real Redis broker of the test Redis db
     _, key = await api.make_key("stt,jobs,admin", limits={"max_concurrent_jobs": 0})
     auth = bearer(key)
     secret = (await api.client.get("/v1/webhooks/secret", headers=auth)).json()["secret"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,12 +12,11 @@ import pytest
 from lexia.engines.base import Audio, Engines, Segment, STTOptions, Transcript
 from lexia.engines.fakes import FakeDiarizer, FakeSTT
 from lexia.queue import ListQueue
-from lexia.services.lifecycle import Lifecycle
+from lexia.services.jobs.kinds import TRANSCRIPTION
 from tests.conftest import bearer
+from tests.harness import AppFactory, services_for
 from tests.jobs_support import (
-    ServeFactory,
     job_settings,
-    serving,
     sql,
     stub_worker,
     wait_for,
@@ -28,12 +27,6 @@ from tests.jobs_support import (
 from tests.stt.httpserver import body
 from tests.stt.httpserver import serve as file_server
 from tests.test_auth import assert_error
-
-
-@pytest.fixture
-async def serve() -> AsyncIterator[ServeFactory]:
-    async with serving() as factory:
-        yield factory
 
 
 class CountingSTT(FakeSTT):
@@ -76,7 +69,7 @@ async def upload(api: Any, key: str, audio: bytes, path: str = "/v1/transcriptio
 
 
 async def test_transcription_actor_completes_jobs_with_engines_loaded_once(
-    serve: ServeFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    serve_app: AppFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     worker_module()  # the worker package reads the environment when first imported
     import lexia.worker.runtime as runtime_module
@@ -92,7 +85,7 @@ async def test_transcription_actor_completes_jobs_with_engines_loaded_once(
     settings = job_settings(tmp_path)
     with stub_worker(settings) as w:
         assert len(opened) == 1 and opened[0].llm.enabled is False  # at boot, before any job
-        api = await serve(settings, queue=w.queue)
+        api = await serve_app(settings, queue=w.queue)
         _, key = await api.make_key()
         audio = wav_bytes(7.0, tmp_path / "a.wav")
         ids = [(await upload(api, key, audio, metadata=f'{{"n": "{i}"}}'))["id"] for i in range(5)]
@@ -109,10 +102,10 @@ async def test_transcription_actor_completes_jobs_with_engines_loaded_once(
         assert list((tmp_path / "storage").rglob("*.audio")) == []  # deleted after processing (retention 0)
 
 
-async def test_speaker_labels_record_stt_and_diarization_usage(serve: ServeFactory, tmp_path: Path) -> None:
+async def test_speaker_labels_record_stt_and_diarization_usage(serve_app: AppFactory, tmp_path: Path) -> None:
     settings = job_settings(tmp_path)
     with stub_worker(settings) as w:
-        api = await serve(settings, queue=w.queue)
+        api = await serve_app(settings, queue=w.queue)
         _, key = await api.make_key()
         job = await upload(api, key, wav_bytes(5.0, tmp_path / "a.wav"), speaker_labels="true")
         done = await wait_status(api.client, f"/v1/transcriptions/{job['id']}", bearer(key), ("completed",))
@@ -124,10 +117,10 @@ async def test_speaker_labels_record_stt_and_diarization_usage(serve: ServeFacto
         assert usage["totals"]["diarization"]["audio_seconds"] == 5.0
 
 
-async def test_diarization_actor_completes_and_exports_rttm(serve: ServeFactory, tmp_path: Path) -> None:
+async def test_diarization_actor_completes_and_exports_rttm(serve_app: AppFactory, tmp_path: Path) -> None:
     settings = job_settings(tmp_path)
     with stub_worker(settings) as w:
-        api = await serve(settings, queue=w.queue)
+        api = await serve_app(settings, queue=w.queue)
         _, key = await api.make_key("diarization,jobs")
         job = await upload(api, key, wav_bytes(5.0, tmp_path / "a.wav"), "/v1/diarization", num_speakers="2")
         done = await wait_status(api.client, f"/v1/diarization/{job['id']}", bearer(key), ("completed",))
@@ -153,13 +146,13 @@ async def test_diarization_actor_completes_and_exports_rttm(serve: ServeFactory,
         assert_error(await api.client.get(f"/v1/diarization/{job['id']}/rttm", headers=bearer(key)), 410, "deleted")
 
 
-async def test_audio_url_job_is_fetched_by_the_worker(serve: ServeFactory, tmp_path: Path) -> None:
+async def test_audio_url_job_is_fetched_by_the_worker(serve_app: AppFactory, tmp_path: Path) -> None:
     remote, stop = file_server()
     remote.routes["/a.wav"] = body(wav_bytes(4.0, tmp_path / "r.wav"))
     try:
         settings = job_settings(tmp_path)
         with stub_worker(settings) as w:
-            api = await serve(settings, queue=w.queue)
+            api = await serve_app(settings, queue=w.queue)
             _, key = await api.make_key()
             ok = await api.client.post("/v1/transcriptions", json={"audio_url": remote.url("/a.wav")},
                                        headers=bearer(key))
@@ -176,10 +169,10 @@ async def test_audio_url_job_is_fetched_by_the_worker(serve: ServeFactory, tmp_p
         stop()
 
 
-async def test_progress_is_committed_while_the_job_runs(serve: ServeFactory, tmp_path: Path) -> None:
+async def test_progress_is_committed_while_the_job_runs(serve_app: AppFactory, tmp_path: Path) -> None:
     settings = job_settings(tmp_path)
     with stub_worker(settings, engines=engines(CountingSTT(segment_delay=0.3))) as w:
-        api = await serve(settings, queue=w.queue)
+        api = await serve_app(settings, queue=w.queue)
         _, key = await api.make_key()
         job = await upload(api, key, wav_bytes(20.0, tmp_path / "a.wav"))
         seen: list[tuple[str, float, str | None]] = []
@@ -195,11 +188,11 @@ async def test_progress_is_committed_while_the_job_runs(serve: ServeFactory, tmp
         assert any(stage == "transcribing" for _, _, stage in seen)
 
 
-async def test_cancel_while_processing_stops_the_engine(serve: ServeFactory, tmp_path: Path) -> None:
+async def test_cancel_while_processing_stops_the_engine(serve_app: AppFactory, tmp_path: Path) -> None:
     stt = CountingSTT(segment_delay=0.4)
     settings = job_settings(tmp_path)
     with stub_worker(settings, engines=engines(stt)) as w:
-        api = await serve(settings, queue=w.queue)
+        api = await serve_app(settings, queue=w.queue)
         _, key = await api.make_key()
         job = await upload(api, key, wav_bytes(40.0, tmp_path / "a.wav"), webhook_url="http://127.0.0.1:9/h")
 
@@ -227,26 +220,26 @@ async def test_cancel_while_processing_stops_the_engine(serve: ServeFactory, tmp
         assert list((tmp_path / "storage").rglob("*.audio")) == []
 
 
-async def test_queued_job_never_starts_once_cancelled(serve: ServeFactory, tmp_path: Path) -> None:
+async def test_queued_job_never_starts_once_cancelled(serve_app: AppFactory, tmp_path: Path) -> None:
     settings = job_settings(tmp_path)
     queue = ListQueue()
-    api = await serve(settings, queue=queue)
+    api = await serve_app(settings, queue=queue)
     _, key = await api.make_key()
     job = await upload(api, key, wav_bytes(3.0, tmp_path / "a.wav"))
     assert (await api.client.delete(f"/v1/jobs/{job['id']}", headers=bearer(key))).status_code == 200
     stt = CountingSTT()
     with stub_worker(settings, engines=engines(stt)) as w:
-        await w.queue.enqueue("transcription.run", job["id"])  # the message arrives after the cancel
+        await w.queue.enqueue("transcription.run", job["id"], queue="jobs")  # the message arrives after the cancel
         await asyncio.sleep(0.5)
     assert stt.calls == 0
     assert sql("SELECT status, attempts, started_at FROM jobs WHERE id = %s", job["id"]) == [("cancelled", 0, None)]
 
 
-async def test_transient_engine_failure_is_retried_with_backoff(serve: ServeFactory, tmp_path: Path) -> None:
+async def test_transient_engine_failure_is_retried_with_backoff(serve_app: AppFactory, tmp_path: Path) -> None:
     stt = CountingSTT(fail=1)
     settings = job_settings(tmp_path, LEXIA_JOB_LEASE_SECONDS="0.5")
     with stub_worker(settings, engines=engines(stt)) as w:
-        api = await serve(settings, queue=w.queue)
+        api = await serve_app(settings, queue=w.queue)
         _, key = await api.make_key()
         job = await upload(api, key, wav_bytes(3.0, tmp_path / "a.wav"))
         done = await wait_status(api.client, f"/v1/transcriptions/{job['id']}", bearer(key), ("completed", "error"))
@@ -255,11 +248,11 @@ async def test_transient_engine_failure_is_retried_with_backoff(serve: ServeFact
         assert stt.calls == 2
 
 
-async def test_job_fails_once_its_attempts_are_spent(serve: ServeFactory, tmp_path: Path) -> None:
+async def test_job_fails_once_its_attempts_are_spent(serve_app: AppFactory, tmp_path: Path) -> None:
     stt = CountingSTT(fail=99)
     settings = job_settings(tmp_path, LEXIA_JOB_LEASE_SECONDS="0.3", LEXIA_JOB_MAX_ATTEMPTS="2")
     with stub_worker(settings, engines=engines(stt)) as w:
-        api = await serve(settings, queue=w.queue)
+        api = await serve_app(settings, queue=w.queue)
         _, key = await api.make_key()
         job = await upload(api, key, wav_bytes(3.0, tmp_path / "a.wav"), webhook_url="http://127.0.0.1:9/h")
 
@@ -278,20 +271,20 @@ async def test_job_fails_once_its_attempts_are_spent(serve: ServeFactory, tmp_pa
         assert payload["type"] == "transcript.error" and payload["error"]["code"] == "transcription_failed"
 
 
-async def test_attempt_time_limit_ends_the_job_with_timeout(serve: ServeFactory, tmp_path: Path) -> None:
+async def test_attempt_time_limit_ends_the_job_with_timeout(serve_app: AppFactory, tmp_path: Path) -> None:
     settings = job_settings(tmp_path, LEXIA_JOB_TIMEOUT_SECONDS="0.5")
     with stub_worker(settings, engines=engines(CountingSTT(segment_delay=2))) as w:
-        api = await serve(settings, queue=w.queue)
+        api = await serve_app(settings, queue=w.queue)
         _, key = await api.make_key()
         job = await upload(api, key, wav_bytes(10.0, tmp_path / "a.wav"))
         done = await wait_status(api.client, f"/v1/transcriptions/{job['id']}", bearer(key), ("error",))
         assert done["error_code"] == "timeout" and "0.5 s" in done["error"]
 
 
-async def test_sweeper_enqueues_a_job_committed_but_never_enqueued(serve: ServeFactory, tmp_path: Path) -> None:
+async def test_sweeper_enqueues_a_job_committed_but_never_enqueued(serve_app: AppFactory, tmp_path: Path) -> None:
     settings = job_settings(tmp_path)
     broken = ListQueue(fail=True)  # the API "crashes" between commit and enqueue
-    api = await serve(settings, queue=broken)
+    api = await serve_app(settings, queue=broken)
     _, key = await api.make_key()
     job = await upload(api, key, wav_bytes(3.0, tmp_path / "a.wav"))
     assert broken.sent == [] and job["status"] == "queued"
@@ -302,14 +295,13 @@ async def test_sweeper_enqueues_a_job_committed_but_never_enqueued(serve: ServeF
     assert sql("SELECT enqueues, attempts FROM jobs WHERE id = %s", job["id"]) == [(2, 1)]
 
 
-async def test_job_of_a_lost_worker_runs_again_after_its_lease(serve: ServeFactory, tmp_path: Path) -> None:
+async def test_job_of_a_lost_worker_runs_again_after_its_lease(serve_app: AppFactory, tmp_path: Path) -> None:
     settings = job_settings(tmp_path)
-    api = await serve(settings, queue=ListQueue())
+    api = await serve_app(settings, queue=ListQueue())
     _, key = await api.make_key()
     job = await upload(api, key, wav_bytes(3.0, tmp_path / "a.wav"))
-    services = api.services
-    dead = Lifecycle(services.db, ListQueue(), services.limiter, lease_seconds=1, max_attempts=3)
-    claimed = await dead.claim(job["id"], "transcription", "dead-host:1")  # claimed, then the worker "dies"
+    async with services_for(job_settings(tmp_path, LEXIA_JOB_LEASE_SECONDS="1")) as dead:
+        claimed = await dead.lifecycle.claim(job["id"], TRANSCRIPTION, "dead-host:1")  # claimed, then it "dies"
     assert claimed is not None and claimed.attempts == 1
     with stub_worker(settings):
         done = await wait_status(api.client, f"/v1/transcriptions/{job['id']}", bearer(key), ("completed",),
@@ -318,16 +310,15 @@ async def test_job_of_a_lost_worker_runs_again_after_its_lease(serve: ServeFacto
     assert sql("SELECT attempts, worker <> 'dead-host:1' FROM jobs WHERE id = %s", job["id"]) == [(2, True)]
 
 
-async def test_job_whose_workers_keep_dying_ends_in_error(serve: ServeFactory, tmp_path: Path) -> None:
+async def test_job_whose_workers_keep_dying_ends_in_error(serve_app: AppFactory, tmp_path: Path) -> None:
     settings = job_settings(tmp_path, LEXIA_JOB_MAX_ATTEMPTS="2")
-    api = await serve(settings, queue=ListQueue())
+    api = await serve_app(settings, queue=ListQueue())
     _, key = await api.make_key()
     job = await upload(api, key, wav_bytes(3.0, tmp_path / "a.wav"))
-    services = api.services
-    dead = Lifecycle(services.db, ListQueue(), services.limiter, lease_seconds=0.2, max_attempts=2)
-    for _ in range(2):
-        assert await dead.claim(job["id"], "transcription", "dead-host:1") is not None
-        await asyncio.sleep(0.3)
+    async with services_for(job_settings(tmp_path, LEXIA_JOB_LEASE_SECONDS="0.2", LEXIA_JOB_MAX_ATTEMPTS="2")) as dead:
+        for _ in range(2):
+            assert await dead.lifecycle.claim(job["id"], TRANSCRIPTION, "dead-host:1") is not None
+            await asyncio.sleep(0.3)
     with stub_worker(settings):
         done = await wait_status(api.client, f"/v1/transcriptions/{job['id']}", bearer(key), ("error",), timeout=15)
     assert done["error_code"] == "internal_error" and "2 attempts" in done["error"]

@@ -1,37 +1,34 @@
-"""POST /v1/chat/completions and /v1/completions: scope llm, tokens metered and rate-limited."""
+"""POST /v1/chat/completions and /v1/completions (API.md §3.2, §3.3): scope llm, tokens metered.
+
+The service writes the completion objects and SSE frames itself (the LLM hot path, measured by
+`make bench-llm`); the routes document them as ChatCompletion and TextCompletion.
+"""
 
 from __future__ import annotations
 
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
-import msgspec
-from litestar import Litestar, Request, Response, post
+from litestar import Controller, Request, Response, post
+from litestar.openapi.datastructures import ResponseSpec
 
-from lexia.api.deps import caller, caller_limits, decode_json, note_usage, services
-from lexia.api.errors import msgspec_message, msgspec_param
+from lexia.api.deps import caller, caller_limits, current_services, note_usage
+from lexia.api.errors import documented
 from lexia.api.observe import record_request
 from lexia.api.requestid import request_id
-from lexia.api.security import route_opt
+from lexia.api.security import secured
 from lexia.api.sse import EventStream
-from lexia.errors import ValidationFailed
-from lexia.schemas.openai import ChatCompletionRequest, CompletionRequest
-from lexia.services.chat import Call, LLMService
+from lexia.schemas.openai import (
+    ChatCompletion,
+    ChatCompletionRequest,
+    CompletionRequest,
+    TextCompletion,
+    unknown_fields,
+)
+from lexia.services.llm.chat import Call, LLMService
 
 Req = Request[Any, Any, Any]
-T = TypeVar("T")
-LLM_STATE = "lexia.llm"
-
-
-def llm_service(app: Litestar) -> LLMService:
-    """The LLM service of the app's running lifespan (made on first use)."""
-    svc = app.state.services
-    cached = app.state.get(LLM_STATE)
-    if cached is None or cached[0] is not svc:
-        service = LLMService(svc.engines.llm, svc.settings.engines.llm, on_queue_change=svc.metrics.llm_queue.set)
-        cached = (svc, service)
-        app.state[LLM_STATE] = cached
-    return cached[1]
+LLM_ERRORS = documented(400, 404, 413, 415, 422)
 
 
 class HttpMeter:
@@ -39,7 +36,7 @@ class HttpMeter:
 
     def __init__(self, request: Req, model: str) -> None:
         self._request = request
-        self._svc = services(request)
+        self._svc = current_services()
         self._key_id = caller(request).id
         self._limit = caller_limits(request)["tokens_per_minute"]
         self._model = model
@@ -59,15 +56,8 @@ class HttpMeter:
         await self._svc.limiter.debit(self._key_id, "tokens", completion_tokens, self._limit)
 
 
-def _convert(raw: dict[str, Any], kind: type[T]) -> T:
-    try:
-        return msgspec.convert(raw, kind)
-    except msgspec.ValidationError as exc:
-        text = str(exc)
-        raise ValidationFailed(msgspec_message(text), param=msgspec_param(text)) from None
-
-
-async def _answer(request: Req, llm: LLMService, call: Call) -> Response[Any]:
+async def answer(request: Req, llm: LLMService, call: Call) -> Response[Any]:
+    """The completion object, or the SSE stream of chunks when the call streams."""
     meter = HttpMeter(request, call.shape.model)
     generation = await llm.open(call, meter)
     if not call.stream:
@@ -76,21 +66,31 @@ async def _answer(request: Req, llm: LLMService, call: Call) -> Response[Any]:
     return EventStream(llm.events(call, generation, meter), on_close=partial(record_request, request.scope, 200))
 
 
-@post("/v1/chat/completions", opt=route_opt("llm", "tokens"), status_code=200)
-async def chat_completions(request: Req) -> Response[Any]:
-    """OpenAI Chat Completions, streamed (SSE) or not."""
-    llm = llm_service(request.app)
-    llm.ensure_available()
-    raw = await decode_json(request, dict[str, Any])
-    call = llm.chat_call(_convert(raw, ChatCompletionRequest), raw, request_id(request.scope))
-    return await _answer(request, llm, call)
+class ChatController(Controller):
+    """/v1/chat."""
+
+    path = "/v1/chat"
+    opt = secured("llm", "tokens")
+
+    @post("/completions", status_code=200, responses={200: ResponseSpec(ChatCompletion), **LLM_ERRORS})
+    async def chat_completions(self, request: Req, data: ChatCompletionRequest, llm: LLMService) -> Response[Any]:
+        """OpenAI Chat Completions, streamed (SSE) or not."""
+        llm.ensure_available()
+        unknown = unknown_fields(await request.body(), ChatCompletionRequest)
+        call = llm.chat_call(data, unknown, request_id(request.scope))
+        return await answer(request, llm, call)
 
 
-@post("/v1/completions", opt=route_opt("llm", "tokens"), status_code=200)
-async def completions(request: Req) -> Response[Any]:
-    """OpenAI legacy text completions, streamed (SSE) or not."""
-    llm = llm_service(request.app)
-    llm.ensure_available()
-    raw = await decode_json(request, dict[str, Any])
-    call = llm.completion_call(_convert(raw, CompletionRequest), raw, request_id(request.scope))
-    return await _answer(request, llm, call)
+class CompletionsController(Controller):
+    """/v1/completions."""
+
+    path = "/v1/completions"
+    opt = secured("llm", "tokens")
+
+    @post("/", status_code=200, responses={200: ResponseSpec(TextCompletion), **LLM_ERRORS})
+    async def completions(self, request: Req, data: CompletionRequest, llm: LLMService) -> Response[Any]:
+        """OpenAI legacy text completions, streamed (SSE) or not."""
+        llm.ensure_available()
+        unknown = unknown_fields(await request.body(), CompletionRequest)
+        call = llm.completion_call(data, unknown, request_id(request.scope))
+        return await answer(request, llm, call)

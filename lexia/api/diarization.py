@@ -1,128 +1,110 @@
-"""Diarization routes (scope diarization): async and sync creation, list, get, delete, RTTM (§5)."""
+"""Diarizations (API.md §5, scope diarization): async and sync creation, list, get, delete, RTTM."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
-from litestar import Request, Response, delete, get, post
+from litestar import Controller, Request, Response, delete, get, post
 
-from lexia.api.deps import caller, list_body, page_params, services
-from lexia.api.jobs import admit, created_response, receive_job, submit_async, sync_audio, sync_jobs
-from lexia.api.security import route_opt
-from lexia.errors import Conflict, DiarizationFailed, Gone, ProcessingTimeout, ServiceUnavailable
-from lexia.intake import Spool
-from lexia.schemas.diarization import DIARIZATION_LIST_FIELDS, DIARIZATION_OBJECT_FIELDS, DiarizationRequest
-from lexia.services.diarization import diarization_object, options_from_request, rttm
-from lexia.services.jobs import STATUSES, parse_filter
-from lexia.services.resources import summary_view
-from lexia.services.submission import Submitted
+from lexia.api.body import FormShape, upload_operation
+from lexia.api.errors import documented
+from lexia.api.params import After, IdempotencyKey, Limit
+from lexia.api.security import secured
+from lexia.api.submit import idempotency_key, receive_job, submitted
+from lexia.engines.base import Engines
+from lexia.schemas.common import Page, page
+from lexia.schemas.diarization import (
+    DIARIZATION_LIST_FIELDS,
+    DIARIZATION_OBJECT_FIELDS,
+    Diarization,
+    DiarizationRequest,
+    DiarizationSummary,
+)
+from lexia.services.access.keys import ApiKey
+from lexia.services.jobs.kinds import DIARIZATION
+from lexia.services.jobs.retention import Retention
+from lexia.services.jobs.store import JobStore
+from lexia.services.jobs.submission import Submissions
+from lexia.services.jobs.sync import SyncJobs
+from lexia.services.speech.diarization import diarization_options, diarization_summary, diarization_view, rttm
+from lexia.settings import Settings
 
 Req = Request[Any, Any, Any]
-def _validator(request: Req, *, sync: bool) -> Any:
-    svc = services(request)
-
-    def validate(fields: Any) -> dict[str, Any]:
-        return options_from_request(fields, svc.engines, svc.settings.engines, sync=sync).to_json()
-
-    return validate
+FORM = FormShape(lists=DIARIZATION_LIST_FIELDS, objects=DIARIZATION_OBJECT_FIELDS)
+UPLOAD = upload_operation(DiarizationRequest, json_alternative=True)
 
 
-@post("/v1/diarization", opt=route_opt("diarization", "audio"), status_code=202)
-async def create_diarization_job(request: Req) -> Response[Any]:
-    """Queue a diarization: 202 with the diarization in `queued` and its Location."""
-    return await submit_async(
-        request, "diarization", DiarizationRequest,
-        list_fields=DIARIZATION_LIST_FIELDS, object_fields=DIARIZATION_OBJECT_FIELDS,
-        validate=_validator(request, sync=False),
+class DiarizationController(Controller):
+    """/v1/diarization."""
+
+    path = "/v1/diarization"
+    opt = secured("diarization")
+
+    @post(
+        "/", status_code=202, opt=secured("diarization", "audio"), request_max_body_size=None,
+        operation_class=UPLOAD, responses=documented(400, 409, 413, 415, 422),
     )
-
-
-@post("/v1/diarization/sync", opt=route_opt("diarization", "audio"), status_code=200)
-async def create_diarization_sync(request: Req) -> Response[Any]:
-    """Diarize now in this process; 200 with the stored diarization (504 with Location past the wait limit)."""
-    svc = services(request)
-    settings = svc.settings
-    me = caller(request)
-    admission = await admit(request, "diarization", mode="sync")
-    try:
-        async with Spool(settings.audio.storage_dir) as spool:
+    async def create(
+        self, request: Req, *, submissions: Submissions, engines: Engines, settings: Settings, caller: ApiKey,
+        limits: dict[str, int], request_id: str, key: IdempotencyKey = None,
+    ) -> Response[Diarization]:
+        """Queue a diarization: 202 with the diarization in `queued` and its Location."""
+        async with submissions.open(
+            caller, limits, DIARIZATION, idempotency_key(key), mode="async", owner=request_id
+        ) as submission:
             job = await receive_job(
-                request, spool, "diarization", "/v1/diarization/sync", DiarizationRequest,
-                list_fields=DIARIZATION_LIST_FIELDS, object_fields=DIARIZATION_OBJECT_FIELDS,
-                validate=_validator(request, sync=True),
+                request, submission, DiarizationRequest, FORM,
+                lambda fields: diarization_options(fields, engines, settings.engines, sync=False),
             )
-            replay = admission.replay_of(job)
-            if replay is not None:
-                return created_response("diarization", Submitted(replay, replayed=True), 200)
-            audio = await sync_audio(request, spool, job)
-            done = await admission.submit(job, spool, audio=audio)
-            if done.replayed:
-                return created_response("diarization", done, 200)
-            task = sync_jobs(request).start(done.row.id, svc.jobs.runner.run_claimed(done.row, audio))
-    finally:
-        await admission.__aexit__(None, None, None)
-    await _wait(request, task, done.row.id)
-    row = await svc.jobs.lifecycle.store.get(me.tenant_id, done.row.id, "diarization")
-    if row.status == "error":
-        raise DiarizationFailed(row.error_message or "Diarization failed")
-    return Response(diarization_object(row), status_code=200, headers={"Location": f"/v1/diarization/{row.id}"})
+            done = await submission.submit(job)
+        return submitted(DIARIZATION, done, 202)
 
-
-async def _wait(request: Req, task: asyncio.Task[Any], job_id: str) -> None:
-    timeout = services(request).settings.audio.sync_timeout_seconds
-    try:
-        await asyncio.wait_for(asyncio.shield(task), timeout=timeout)
-    except TimeoutError:
-        raise ProcessingTimeout(
-            f"The diarization did not finish within {timeout:g} s; it continues: poll the Location",
-            headers={"Location": f"/v1/diarization/{job_id}"},
-        ) from None
-    except asyncio.CancelledError:
-        if not task.cancelled():
-            raise  # this request was cancelled (client gone); the run goes on
-        if sync_jobs(request).shutting_down:
-            raise ServiceUnavailable("The server is shutting down; the diarization was stopped") from None
-        # Cancelled through the jobs API: the row says `cancelled`, answered as it is.
-
-
-@get("/v1/diarization", opt=route_opt("diarization"))
-async def list_diarizations(request: Req) -> dict[str, Any]:
-    """The tenant's diarizations, newest first; `status` filter."""
-    store = services(request).jobs.lifecycle.store
-    page = page_params(request, "dz")
-    status = parse_filter(request.query_params.get("status"), STATUSES, "status")
-    rows, more = await store.list(
-        caller(request).tenant_id, kind="diarization", status=status, limit=page.limit, after=page.after
+    @post(
+        "/sync", status_code=200, opt=secured("diarization", "audio"), request_max_body_size=None,
+        operation_class=UPLOAD, responses=documented(400, 409, 413, 415, 422, 504),
     )
-    return list_body([summary_view(r) for r in rows], more)
+    async def create_sync(
+        self, request: Req, *, submissions: Submissions, sync_jobs: SyncJobs, engines: Engines, settings: Settings,
+        caller: ApiKey, limits: dict[str, int], request_id: str, key: IdempotencyKey = None,
+    ) -> Response[Diarization]:
+        """Diarize now in this process; 200 with the stored diarization (504 with Location past the wait limit)."""
+        async with submissions.open(
+            caller, limits, DIARIZATION, idempotency_key(key), mode="sync", owner=request_id
+        ) as submission:
+            job = await receive_job(
+                request, submission, DiarizationRequest, FORM,
+                lambda fields: diarization_options(fields, engines, settings.engines, sync=True),
+            )
+            done = await submission.submit(job)
+        if done.run is None:
+            return submitted(DIARIZATION, done, 200)
+        row = await sync_jobs.wait(done.run)
+        return Response(diarization_view(row), headers={"Location": f"{DIARIZATION.path}/{row.id}"})
 
+    @get("/", responses=documented(422))
+    async def list_diarizations(
+        self, *, caller: ApiKey, jobs: JobStore, status: str | None = None, limit: Limit = 20, after: After = None
+    ) -> Page[DiarizationSummary]:
+        """The tenant's diarizations, newest first; `status` filter."""
+        rows, more = await jobs.rows(caller.tenant_id, DIARIZATION, status=status, limit=limit, after=after)
+        return page([diarization_summary(r) for r in rows], more)
 
-@get("/v1/diarization/{diarization_id:str}", opt=route_opt("diarization"))
-async def get_diarization(request: Req) -> dict[str, Any]:
-    """One diarization of the tenant."""
-    diarization_id = request.path_params["diarization_id"]
-    store = services(request).jobs.lifecycle.store
-    row = await store.get(caller(request).tenant_id, diarization_id, "diarization")
-    positions = await store.queue_positions([row])
-    return diarization_object(row, positions.get(row.id))
+    @get("/{diarization_id:str}", responses=documented(404))
+    async def get_diarization(self, diarization_id: str, caller: ApiKey, jobs: JobStore) -> Diarization:
+        """One diarization of the tenant."""
+        row, position = await jobs.located(caller.tenant_id, diarization_id, DIARIZATION)
+        return diarization_view(row, position)
 
+    @delete("/{diarization_id:str}", status_code=200, responses=documented(404))
+    async def delete_diarization(
+        self, diarization_id: str, caller: ApiKey, retention: Retention, sync_jobs: SyncJobs
+    ) -> Diarization:
+        """Cancel if still running, erase segments, speakers, URL, metadata and the audio (idempotent)."""
+        row = await retention.delete(caller.tenant_id, diarization_id, DIARIZATION)
+        sync_jobs.cancel(diarization_id)
+        return diarization_view(row)
 
-@delete("/v1/diarization/{diarization_id:str}", opt=route_opt("diarization"), status_code=200)
-async def delete_diarization(request: Req) -> dict[str, Any]:
-    """Cancel if still running, erase segments, speakers, URL, metadata and the audio (idempotent)."""
-    diarization_id = request.path_params["diarization_id"]
-    row = await services(request).jobs.retention.delete(caller(request).tenant_id, diarization_id, "diarization")
-    return diarization_object(row)
-
-
-@get("/v1/diarization/{diarization_id:str}/rttm", opt=route_opt("diarization"))
-async def export_rttm(request: Req) -> Response[str]:
-    """RTTM lines; 409 not_ready before `completed`, 410 deleted for a tombstone."""
-    diarization_id = request.path_params["diarization_id"]
-    row = await services(request).jobs.lifecycle.store.get(caller(request).tenant_id, diarization_id, "diarization")
-    if row.deleted_at is not None:
-        raise Gone(f"Diarization {diarization_id} was deleted")
-    if row.status != "completed":
-        raise Conflict(f"Diarization {diarization_id} is {row.status}, not completed", code="not_ready")
-    return Response(rttm(row), media_type="text/plain; charset=utf-8")
+    @get("/{diarization_id:str}/rttm", media_type="text/plain; charset=utf-8", responses=documented(404, 409, 410))
+    async def export_rttm(self, diarization_id: str, caller: ApiKey, jobs: JobStore) -> str:
+        """RTTM lines; 409 not_ready before `completed`, 410 deleted for a tombstone."""
+        return rttm(await jobs.row(caller.tenant_id, diarization_id, DIARIZATION))

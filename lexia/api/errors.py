@@ -1,9 +1,11 @@
-"""One renderer for every error: the OpenAI envelope, also for the framework's own errors."""
+"""One renderer for every error (the OpenAI envelope, framework errors included), the one converter of
+validation errors, and the error responses each route documents."""
 
 from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterable
 from typing import Any
 
 import msgspec
@@ -16,6 +18,7 @@ from litestar.exceptions import (
     PermissionDeniedException,
     ValidationException,
 )
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import HTTP_413_REQUEST_ENTITY_TOO_LARGE
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -31,46 +34,58 @@ from lexia.errors import (
     NotFound,
     PayloadTooLarge,
     ServiceUnavailable,
+    UnknownParameter,
+    UnsupportedMediaType,
     ValidationFailed,
 )
+from lexia.schemas.common import ErrorResponse
 
 log = logging.getLogger("lexia.api")
 
 _PATH = re.compile(r"at `\$((?:\.[^`.\[]+|\[\d+\])*)`")
 _FIELD = re.compile(r"(?:missing required|unknown) field `([^`]+)`")
+_KEY = re.compile(r"`\$\.([A-Za-z0-9_.]+)\[")  # a dict key or value, e.g. `$.metadata[...]`
 
 
-def msgspec_param(message: str) -> str | None:
-    """Turn msgspec's `at $.messages[0].content` into `messages.0.content` (plus a named field)."""
+def validation_error(message: str) -> LexiaError:
+    """The 422 of a msgspec validation message: `param` is the dotted path (`messages.0.content`);
+    an unknown field is `unknown_parameter` naming that field."""
     match = _PATH.search(message)
     path = re.sub(r"\[(\d+)\]", r".\1", match.group(1)).lstrip(".") if match else ""
     field = _FIELD.search(message)
     if field:
         path = f"{path}.{field.group(1)}" if path else field.group(1)
-    return path or None
+    if not path and (key := _KEY.search(message)):
+        path = key.group(1)
+    text = message.split(" - at `$", 1)[0]
+    if "contains unknown field" in message:
+        return UnknownParameter(f"Unknown parameter: {path}", param=path or None)
+    return ValidationFailed(f"{path}: {text}" if path else text, param=path or None)
 
 
-def is_unknown_field(message: str) -> bool:
-    """True for msgspec's 'Object contains unknown field' errors."""
-    return "contains unknown field" in message
+def _from_litestar_validation(request: Request[Any, Any, Any], exc: ValidationException) -> LexiaError:
+    """Query and path parameters Litestar validated, and a missing JSON body."""
+    extra: Any = exc.extra
+    first = extra[0] if isinstance(extra, list) and extra and isinstance(extra[0], dict) else {}
+    param = first.get("key")
+    if first.get("source") == "body" and param == "data":
+        media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if media and media != "application/json" and not media.endswith("+json"):
+            return UnsupportedMediaType("Content-Type must be application/json", code="unsupported_content_type")
+        return InvalidJSON("The request body is not valid JSON")
+    message = str(first.get("message") or "Invalid request")
+    return ValidationFailed(f"{param}: {message}" if param else message, param=param)
 
 
-def msgspec_message(message: str) -> str:
-    """msgspec's message without the JSON path suffix."""
-    return message.split(" - at `$", 1)[0]
-
-
-def error_response(exc: LexiaError, request_id_value: str | None = None) -> Response[bytes]:
+def error_response(exc: LexiaError) -> Response[bytes]:
     """Render a LexiaError as an OpenAI error response."""
     return Response(
-        content=msgspec.json.encode(exc.body()),
-        status_code=exc.status,
-        media_type="application/json",
+        content=msgspec.json.encode(exc.body()), status_code=exc.status, media_type="application/json",
         headers=exc.headers,
     )
 
 
-def _from_http_exception(exc: HTTPException) -> LexiaError:
+def _from_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> LexiaError:
     if isinstance(exc, NotFoundException):
         return NotFound("Unknown route or resource")
     if isinstance(exc, MethodNotAllowedException):
@@ -80,9 +95,11 @@ def _from_http_exception(exc: HTTPException) -> LexiaError:
             not_allowed.headers["Allow"] = allow
         return not_allowed
     if isinstance(exc, ValidationException):
-        return _from_validation(exc)
+        return _from_litestar_validation(request, exc)
     if exc.status_code == HTTP_413_REQUEST_ENTITY_TOO_LARGE:
-        return PayloadTooLarge("The request body is too large", code="request_too_large")
+        limit = request.route_handler.resolve_request_max_body_size()
+        size = f" of {limit} bytes" if limit else ""
+        return PayloadTooLarge(f"The request body exceeds the limit{size}", code="request_too_large")
     if isinstance(exc, NotAuthorizedException | PermissionDeniedException):
         return InvalidRequest(str(exc.detail))
     if exc.status_code == 400:
@@ -95,27 +112,14 @@ def _from_http_exception(exc: HTTPException) -> LexiaError:
     return InternalError("Request failed")
 
 
-def _from_validation(exc: ValidationException) -> LexiaError:
-    extra: Any = exc.extra
-    param: str | None = None
-    message = "Invalid request"
-    if isinstance(extra, list) and extra and isinstance(extra[0], dict):
-        first = extra[0]
-        param = first.get("key")
-        message = str(first.get("message") or message)
-        if first.get("source") == "body" and "JSON" in str(exc.detail):
-            return InvalidJSON("The request body is not valid JSON")
-    return ValidationFailed(f"{param}: {message}" if param else message, param=param)
-
-
 def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     """Litestar exception handler for every exception type."""
     if isinstance(exc, LexiaError):
         error = exc
     elif isinstance(exc, HTTPException):
-        error = _from_http_exception(exc)
+        error = _from_http_exception(request, exc)
     elif isinstance(exc, msgspec.ValidationError):
-        error = ValidationFailed(msgspec_message(str(exc)), param=msgspec_param(str(exc)))
+        error = validation_error(str(exc))
     elif isinstance(exc, DBAPIError | RedisConnectionError | RedisTimeoutError) and _is_outage(exc):
         log.error("dependency unavailable: %s", type(exc).__name__)
         error = ServiceUnavailable("A backing service (database or Redis) is unavailable; retry shortly")
@@ -131,3 +135,34 @@ def _is_outage(exc: Exception) -> bool:
     if isinstance(exc, DBAPIError):
         return bool(exc.connection_invalidated) or isinstance(exc, OperationalError | InterfaceError)
     return True
+
+
+# -- what each route documents ------------------------------------------------------------------
+
+_DESCRIPTIONS = {
+    400: "Malformed request: invalid JSON, bad header or form encoding",
+    401: "Missing, malformed, unknown, expired or revoked API key",
+    403: "The key lacks the route's scope",
+    404: "Unknown id (or another tenant's), or unknown model",
+    409: "Conflict with the resource's state",
+    410: "The content was deleted",
+    413: "Body, upload or audio over its limit",
+    415: "Unsupported media type, or unusable audio",
+    422: "Invalid field (param names it)",
+    429: "A per-key limit is exhausted (Retry-After)",
+    500: "Internal or engine failure (the message names the request id)",
+    503: "Engine, database or Redis unavailable, or overloaded (Retry-After)",
+    504: "Sync processing exceeded its wait limit (Location of the resource)",
+}
+# Every route can answer 500; every authenticated one also these (400: a malformed query, header or
+# body encoding, which Litestar would otherwise document in its own error shape).
+SECURED = (400, 401, 403, 429, 503)
+
+
+def documented(*statuses: int, public: bool = False) -> dict[int, ResponseSpec]:
+    """The error responses of a route: the given statuses and 500, plus those of authentication unless public."""
+    codes: Iterable[int] = sorted({*statuses, 500, *(() if public else SECURED)})
+    return {
+        code: ResponseSpec(data_container=ErrorResponse, description=_DESCRIPTIONS[code], generate_examples=False)
+        for code in codes
+    }

@@ -1,146 +1,97 @@
-"""Key and tenant administration routes (scope admin), always within the caller's tenant."""
+"""API keys (API.md §8.2, scope admin), always within the caller's tenant."""
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import UTC, datetime
 
-from litestar import Controller, Request, delete, get, patch, post
+from litestar import Controller, delete, get, patch, post
 from msgspec import UNSET
 
-from lexia.api.deps import bool_param, caller, decode_json, list_body, page_params, services
-from lexia.api.security import route_opt
+from lexia.api.errors import documented
+from lexia.api.params import After, Limit
+from lexia.api.security import secured
 from lexia.errors import ValidationFailed
-from lexia.schemas.lexia import KeyCreate, KeyPatch, TenantPatch, iso, key_object
-from lexia.services.keys import KeyUpdate, check_grantable, normalise_scopes
-from lexia.services.tenants import TenantService
+from lexia.schemas.admin import ApiKeyObject, CreatedApiKey, KeyCreate, KeyPatch
+from lexia.schemas.common import Page, page
+from lexia.services.access.keys import (
+    LIMIT_NAMES,
+    ApiKey,
+    KeyService,
+    KeyUpdate,
+    check_grantable,
+    created_key_view,
+    key_view,
+    normalise_scopes,
+)
 
-Req = Request[Any, Any, Any]
+BODY_ERRORS = (400, 413, 415, 422)
+# Far enough to be valid in every time zone and in PostgreSQL (which stops at year 294276).
+LATEST_EXPIRY = datetime(9999, 1, 1, tzinfo=UTC)
+
+
+def check_expiry(value: datetime | None, now: datetime) -> None:
+    """`expires_at`: in the future, with a time zone, before year 9999 (422 otherwise)."""
+    if value is None:
+        return
+    if value.tzinfo is None:
+        raise ValidationFailed("expires_at must include a time zone (e.g. Z)", param="expires_at")
+    if value <= now:
+        raise ValidationFailed("expires_at must be in the future", param="expires_at")
+    if value >= LATEST_EXPIRY:
+        raise ValidationFailed("expires_at must be before the year 9999", param="expires_at")
 
 
 class KeyController(Controller):
     """/v1/admin/keys."""
 
     path = "/v1/admin/keys"
-    opt = route_opt("admin")
+    opt = secured("admin")
 
-    @post("/", status_code=201)
-    async def create_key(self, request: Req) -> dict[str, Any]:
+    @post("/", status_code=201, responses=documented(*BODY_ERRORS, 404))
+    async def create_key(self, data: KeyCreate, caller: ApiKey, keys: KeyService) -> CreatedApiKey:
         """Create a key in the caller's tenant; the plaintext is returned only here."""
-        body = await decode_json(request, KeyCreate)
-        me = caller(request)
-        scopes = normalise_scopes(body.scopes)
-        check_grantable(me, scopes)
-        _check_future(body.expires_at)
-        key, plaintext = await services(request).keys.create(
-            tenant_id=me.tenant_id,
-            name=body.name,
-            scopes=scopes,
-            limits=body.limits.given() if body.limits else None,
-            expires_at=body.expires_at,
-            created_by=me.id,
+        scopes = normalise_scopes(data.scopes)
+        check_grantable(caller, scopes)
+        check_expiry(data.expires_at, keys.now())
+        key, plaintext = await keys.create(
+            tenant_id=caller.tenant_id, name=data.name, scopes=scopes,
+            limits=data.limits.given() if data.limits else None, expires_at=data.expires_at, created_by=caller.id,
         )
-        return key_object(key, plaintext)
+        return created_key_view(key, plaintext)
 
-    @get("/")
-    async def list_keys(self, request: Req) -> dict[str, Any]:
+    @get("/", responses=documented(422))
+    async def list_keys(
+        self, caller: ApiKey, keys: KeyService, limit: Limit = 20, after: After = None, include_revoked: bool = False
+    ) -> Page[ApiKeyObject]:
         """Keys of the caller's tenant, newest first."""
-        page = page_params(request, "key")
-        keys, more = await services(request).keys.list(
-            caller(request).tenant_id,
-            limit=page.limit,
-            after=page.after,
-            include_revoked=bool_param(request, "include_revoked", False),
-        )
-        return list_body([key_object(k) for k in keys], more)
+        found, more = await keys.page(caller.tenant_id, limit=limit, after=after, include_revoked=include_revoked)
+        return page([key_view(k) for k in found], more)
 
-    @get("/{key_id:str}")
-    async def get_key(self, request: Req) -> dict[str, Any]:
+    @get("/{key_id:str}", responses=documented(404))
+    async def get_key(self, key_id: str, caller: ApiKey, keys: KeyService) -> ApiKeyObject:
         """One key of the caller's tenant."""
-        key_id = request.path_params["key_id"]
-        return key_object(await services(request).keys.get(caller(request).tenant_id, key_id))
+        return key_view(await keys.get(caller.tenant_id, key_id))
 
-    @patch("/{key_id:str}")
-    async def patch_key(self, request: Req) -> dict[str, Any]:
-        """Change name, scopes, limits or expiry."""
-        key_id = request.path_params["key_id"]
-        me = caller(request)
-        keys = services(request).keys
-        await keys.get(me.tenant_id, key_id)  # 404 before validating a body for a foreign id
-        body = await decode_json(request, KeyPatch)
-        fields: dict[str, Any] = {}
-        if body.name is not UNSET:
-            fields["name"] = body.name
-        if body.scopes is not UNSET:
-            scopes = normalise_scopes(body.scopes)
-            check_grantable(me, scopes)
-            fields["scopes"] = scopes
-        if body.limits is None:
-            fields.update(
-                requests_per_minute=None,
-                tokens_per_minute=None,
-                audio_seconds_per_hour=None,
-                max_concurrent_jobs=None,
-            )
-        elif body.limits is not UNSET:
-            fields.update(body.limits.given())
-        if body.expires_at is not UNSET:
-            _check_future(body.expires_at)
-            fields["expires_at"] = body.expires_at
-        key = await keys.update(me.tenant_id, key_id, KeyUpdate(fields))
-        return key_object(key)
+    @patch("/{key_id:str}", responses=documented(*BODY_ERRORS, 404, 409))
+    async def patch_key(self, key_id: str, data: KeyPatch, caller: ApiKey, keys: KeyService) -> ApiKeyObject:
+        """Change name, scopes, limits (per field; null = server default) or expiry (null = never)."""
+        await keys.get(caller.tenant_id, key_id)  # 404 before judging the body for a foreign id
+        fields: dict[str, object] = {}
+        if data.name is not UNSET:
+            fields["name"] = data.name
+        if data.scopes is not UNSET:
+            fields["scopes"] = normalise_scopes(data.scopes)
+            check_grantable(caller, fields["scopes"])  # type: ignore[arg-type]
+        if data.limits is None:
+            fields.update(dict.fromkeys(LIMIT_NAMES))
+        elif data.limits is not UNSET:
+            fields.update(data.limits.given())
+        if data.expires_at is not UNSET:
+            check_expiry(data.expires_at, keys.now())
+            fields["expires_at"] = data.expires_at
+        return key_view(await keys.update(caller.tenant_id, key_id, KeyUpdate(fields)))
 
-    @delete("/{key_id:str}", status_code=200)
-    async def revoke_key(self, request: Req) -> dict[str, Any]:
-        """Revoke at once (idempotent)."""
-        key_id = request.path_params["key_id"]
-        return key_object(await services(request).keys.revoke(caller(request).tenant_id, key_id))
-
-
-def _check_future(value: Any) -> None:
-    from datetime import UTC, datetime
-
-    if value is None:
-        return
-    if value.tzinfo is None:
-        raise ValidationFailed("expires_at must include a time zone (e.g. Z)", param="expires_at")
-    if value <= datetime.now(UTC):
-        raise ValidationFailed("expires_at must be in the future", param="expires_at")
-
-
-class TenantController(Controller):
-    """/v1/admin/tenant."""
-
-    path = "/v1/admin/tenant"
-    opt = route_opt("admin")
-
-    @staticmethod
-    def _service(request: Req) -> TenantService:
-        retention = services(request).settings.retention
-        return TenantService(
-            services(request).db, audio_hours=retention.audio_hours, result_days=retention.result_days
-        )
-
-    @get("/")
-    async def get_tenant(self, request: Req) -> dict[str, Any]:
-        """The caller's tenant."""
-        return _tenant_object(await self._service(request).get(caller(request).tenant_id))
-
-    @patch("/")
-    async def patch_tenant(self, request: Req) -> dict[str, Any]:
-        """Change retention defaults."""
-        body = await decode_json(request, TenantPatch)
-        changes = {
-            k: v for k in body.__struct_fields__ if (v := getattr(body, k)) is not UNSET
-        }
-        tenant = await self._service(request).update(caller(request).tenant_id, changes)
-        return _tenant_object(tenant)
-
-
-def _tenant_object(tenant: Any) -> dict[str, Any]:
-    return {
-        "object": "tenant",
-        "id": tenant.id,
-        "audio_retention_hours": tenant.audio_retention_hours,
-        "result_retention_days": tenant.result_retention_days,
-        "created_at": iso(tenant.created_at),
-    }
+    @delete("/{key_id:str}", status_code=200, responses=documented(404, 409))
+    async def revoke_key(self, key_id: str, caller: ApiKey, keys: KeyService) -> ApiKeyObject:
+        """Revoke at once (idempotent); the tenant's last active admin key answers 409."""
+        return key_view(await keys.revoke(caller.tenant_id, key_id))

@@ -9,9 +9,10 @@ from typing import Any
 
 from litestar.types import Scope, Send
 
-from lexia.api.deps import KEY_STATE, RL_HEADERS_STATE, USAGE_STATE, Services, current_services
+from lexia.api.deps import KEY_STATE, RL_HEADERS_STATE, USAGE_STATE, current_services
 from lexia.api.requestid import request_id
-from lexia.services.usage import UsageEvent
+from lexia.services.access.usage import UsageEvent
+from lexia.services.wiring import Services
 
 T0_STATE = "lexia.t0"
 DONE_STATE = "lexia.done"

@@ -1,4 +1,9 @@
-"""Authentication, scope check and rate limiting, run after routing for every /v1 route."""
+"""Authentication, scope and rate limit for every route: fail closed unless a route is marked public.
+
+Each route declares in its `opt` either `public(...)` or `secured(scope, *meters)`. The app's
+`before_request` hook authenticates every other route, so a route that declares nothing is
+refused (403), never served; `tests/test_route_auth.py` walks the route table so none ships that way.
+"""
 
 from __future__ import annotations
 
@@ -12,12 +17,26 @@ from lexia.api.requestid import request_id
 from lexia.errors import AuthenticationFailed, PermissionDenied, RateLimited
 from lexia.logs import current_request_id
 
-PUBLIC: dict[str, Any] = {"public": True}
+PUBLIC_OPT = "public"
+SCOPE_OPT = "scope"
+METERS_OPT = "meters"
+ANY_KEY = "any"  # the scope of routes any valid key may call (the model list)
+UNDECLARED = "undeclared"  # no key holds it: an undeclared route refuses everyone
 
 
-def route_opt(scope_name: str | None = None, *meters: str) -> dict[str, Any]:
-    """Route options: the scope a route requires (None = any valid key) and extra meters."""
-    return {"scope": scope_name, "meters": ("requests", *meters)}
+def public() -> dict[str, Any]:
+    """Route options of a route that needs no key (/, /health, /ready, /metrics, docs)."""
+    return {PUBLIC_OPT: True}
+
+
+def secured(scope_name: str, *meters: str) -> dict[str, Any]:
+    """Route options: the scope a route requires (ANY_KEY = any valid key) and its extra meters."""
+    return {SCOPE_OPT: scope_name, METERS_OPT: ("requests", *meters)}
+
+
+def declared(opt: dict[str, Any]) -> bool:
+    """True when a route says it is public or names its scope."""
+    return bool(opt.get(PUBLIC_OPT)) or SCOPE_OPT in opt
 
 
 def presented_key(headers: Iterable[tuple[bytes, bytes]]) -> str:
@@ -35,15 +54,11 @@ def presented_key(headers: Iterable[tuple[bytes, bytes]]) -> str:
         if scheme.lower() == "bearer":
             text = rest.strip()
         if not text:
-            raise AuthenticationFailed(
-                "No API key provided: send Authorization: Bearer lx_…", code="missing_api_key"
-            )
+            raise AuthenticationFailed("No API key provided: send Authorization: Bearer lx_…", code="missing_api_key")
         return text
     if api_key is not None and api_key.strip():
         return api_key.decode("latin-1").strip()
-    raise AuthenticationFailed(
-        "No API key provided: send Authorization: Bearer lx_…", code="missing_api_key"
-    )
+    raise AuthenticationFailed("No API key provided: send Authorization: Bearer lx_…", code="missing_api_key")
 
 
 async def authorize(request: Request[Any, Any, Any]) -> None:
@@ -52,10 +67,11 @@ async def authorize(request: Request[Any, Any, Any]) -> None:
     It runs after routing (so unknown routes and methods answer 404/405 first) and before any
     parameter or body parsing. As a hook rather than route middleware it adds no ASGI layer
     (route middleware would also make Litestar wrap every route in a second exception handler).
+    OPTIONS requests (CORS preflights, Allow) carry no data and need no key.
     """
     scope = request.scope
     opt: dict[str, Any] = scope["route_handler"].opt
-    if "meters" not in opt:
+    if opt.get(PUBLIC_OPT) or scope["method"] == "OPTIONS":
         return
     services = current_services()
     presented = presented_key(scope["headers"])
@@ -64,14 +80,14 @@ async def authorize(request: Request[Any, Any, Any]) -> None:
     state = scope["state"]
     state[KEY_STATE] = key
     current_request_id.set(request_id(scope))
-    required = opt["scope"]
-    if required is not None and not key.allows(required):
-        raise PermissionDenied(
-            f"This API key lacks the scope '{required}' required by this route"
-        )
+    required = opt.get(SCOPE_OPT, UNDECLARED)
+    if required == UNDECLARED:
+        raise PermissionDenied("This route declares no scope, so no key may call it")
+    if required != ANY_KEY and not key.allows(required):
+        raise PermissionDenied(f"This API key lacks the scope '{required}' required by this route")
     limits = services.limits_of(key)
     state[LIMITS_STATE] = limits
-    meters = opt["meters"]
+    meters = opt.get(METERS_OPT, ("requests",))
     try:
         decision = services.limiter.admit_from_lease(key.id, limits, meters) or await services.limiter.admit(
             key.id, limits, meters

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, Protocol
 
 import anyio
@@ -18,11 +18,11 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 class ClosableFrames(Protocol):
-    """An async iterator of SSE bytes with aclose()."""
+    """An async iterator of SSE bytes with aclose() (an async generator, or the chat service's Frames)."""
 
     def __aiter__(self) -> AsyncIterator[bytes]: ...
 
-    async def aclose(self) -> None: ...
+    def aclose(self) -> Awaitable[None]: ...
 
 
 class _ClosingStreamingResponse(ASGIStreamingResponse):

@@ -1,26 +1,27 @@
-"""GET /v1/usage (scope usage): sums of the usage ledger per day, key and kind."""
+"""GET /v1/usage (API.md §8.5, scope usage): sums of the usage ledger per day, key and kind."""
 
 from __future__ import annotations
 
-from typing import Any
+from litestar import Controller, get
 
-from litestar import Request, get
+from lexia.api.errors import documented
+from lexia.api.security import secured
+from lexia.schemas.usage import UsageReport
+from lexia.services.access.keys import ApiKey
+from lexia.services.access.usage import UsageReports
 
-from lexia.api.deps import caller, services
-from lexia.api.security import route_opt
-from lexia.services.usage import parse_usage_query, summarize
 
+class UsageController(Controller):
+    """/v1/usage."""
 
-@get("/v1/usage", opt=route_opt("usage"))
-async def usage(request: Request[Any, Any, Any]) -> dict[str, Any]:
-    """Usage of the calling key (or key_id, or all keys of the tenant)."""
-    me = caller(request)
-    params = request.query_params
-    query = parse_usage_query(
-        start=params.get("start"),
-        end=params.get("end"),
-        kind=params.get("kind"),
-        key_id=params.get("key_id"),
-        caller_key=me.id,
-    )
-    return await summarize(services(request).db, me.tenant_id, query)
+    path = "/v1/usage"
+    opt = secured("usage")
+
+    @get("/", responses=documented(404, 422))
+    async def usage(
+        self, *, caller: ApiKey, usage_reports: UsageReports, start: str | None = None, end: str | None = None,
+        kind: str | None = None, key_id: str | None = None,
+    ) -> UsageReport:
+        """Usage of the calling key (or `key_id`, or `all` keys of the tenant) between two UTC dates."""
+        query = usage_reports.query(start=start, end=end, kind=kind, key_id=key_id, caller_key=caller.id)
+        return await usage_reports.summarize(caller.tenant_id, query)

@@ -1,1 +1,1 @@
-"""Wire types: OpenAI mirrors (openai.py) and Lexia's own objects (lexia.py)."""
+"""Wire types: request bodies and response objects, one module per resource (OpenAI mirrors: openai, audio)."""

@@ -1,13 +1,12 @@
-"""Lexia-native diarization request body (§5): unknown fields are rejected."""
+"""Diarizations (API.md §5): the request (unknown fields rejected) and the object."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Literal
 
 import msgspec
-from msgspec import Meta
 
-from lexia.schemas.transcripts import MetadataKey, MetadataValue
+from lexia.schemas.transcripts import Metadata, RetentionDays, RetentionHours
 
 
 class DiarizationRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -23,10 +22,75 @@ class DiarizationRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=Tru
     webhook_url: str | None = None
     webhook_auth_header_name: str | None = None
     webhook_auth_header_value: str | None = None
-    audio_retention_hours: Annotated[int, Meta(ge=0, le=8760)] | None = None
-    result_retention_days: Annotated[int, Meta(ge=0, le=3650)] | None = None
-    metadata: Annotated[dict[MetadataKey, MetadataValue], Meta(max_length=16)] | None = None
+    audio_retention_hours: RetentionHours | None = None
+    result_retention_days: RetentionDays | None = None
+    metadata: Metadata | None = None
 
 
 DIARIZATION_LIST_FIELDS: frozenset[str] = frozenset()
 DIARIZATION_OBJECT_FIELDS = frozenset({"metadata"})
+
+
+class DiarizationSegment(msgspec.Struct, kw_only=True):
+    """One speaker's turn, times in ms (segments may overlap)."""
+
+    speaker: str
+    start: int
+    end: int
+
+
+class SpeakerTotal(msgspec.Struct, kw_only=True):
+    """Speech time (ms) and turn count of one speaker."""
+
+    speaker: str
+    duration: int
+    segment_count: int
+
+
+class Diarization(msgspec.Struct, kw_only=True):
+    """The diarization object (§5); results are null until `completed` and once erased."""
+
+    id: str
+    object: Literal["diarization"] = "diarization"
+    status: str
+    audio_url: str | None
+    audio_filename: str | None
+    audio_duration: float | None
+    model: str | None
+    speakers_expected: int | None
+    min_speakers_expected: int | None
+    max_speakers_expected: int | None
+    speaker_count: int | None
+    speakers: list[SpeakerTotal] | None
+    segments: list[DiarizationSegment] | None
+    progress: float
+    queue_position: int | None
+    error: str | None
+    error_code: str | None
+    webhook_url: str | None
+    webhook_auth: bool
+    webhook_auth_header_name: str | None
+    webhook_status_code: int | None
+    audio_retention_hours: int
+    result_retention_days: int
+    metadata: dict[str, str] | None
+    created_at: str
+    completed_at: str | None
+    expires_at: str | None
+    deleted_at: str | None
+
+
+class DiarizationSummary(msgspec.Struct, kw_only=True):
+    """A diarization in a list."""
+
+    id: str
+    object: Literal["diarization"] = "diarization"
+    status: str
+    audio_url: str | None
+    audio_filename: str | None
+    audio_duration: float | None
+    speaker_count: int | None
+    error: str | None
+    created_at: str
+    completed_at: str | None
+    deleted_at: str | None

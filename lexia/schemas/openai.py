@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -153,13 +152,89 @@ class CompletionRequest(msgspec.Struct, kw_only=True):
     min_tokens: Annotated[int, Meta(ge=0)] | None = None
 
 
-def unknown_fields(raw: Mapping[str, Any], kind: type[msgspec.Struct]) -> list[str]:
-    """Top-level and per-message field names of a raw body that `kind` does not declare."""
+_TOP_LEVEL = msgspec.json.Decoder(dict[str, msgspec.Raw])
+_MESSAGES = msgspec.json.Decoder(list[dict[str, msgspec.Raw]])
+
+
+def unknown_fields(body: bytes, kind: type[msgspec.Struct]) -> list[str]:
+    """Top-level and per-message field names of a JSON body that `kind` does not declare.
+
+    Values are not parsed (msgspec.Raw), so this costs a scan of the body, not a second decode.
+    """
+    try:
+        top = _TOP_LEVEL.decode(body)
+    except msgspec.DecodeError:
+        return []
     known = set(kind.__struct_encode_fields__)
-    names = [name for name in raw if name not in known]
-    if kind is ChatCompletionRequest and isinstance(raw.get("messages"), list):
+    names = [name for name in top if name not in known]
+    if kind is ChatCompletionRequest and "messages" in top:
         message_fields = set(ChatMessage.__struct_encode_fields__)
-        for message in raw["messages"]:
-            if isinstance(message, dict):
-                names += [f"messages.*.{name}" for name in message if name not in message_fields]
+        try:
+            messages = _MESSAGES.decode(top["messages"])
+        except msgspec.DecodeError:
+            messages = []
+        for message in messages:
+            names += [f"messages.*.{name}" for name in message if name not in message_fields]
     return list(dict.fromkeys(names))
+
+
+# -- responses (what the routes answer; the chat service writes these shapes directly) -----------
+
+
+class CompletionUsage(msgspec.Struct, kw_only=True):
+    """Tokens of one request."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class AssistantMessage(msgspec.Struct, kw_only=True):
+    """The generated message of a chat choice."""
+
+    role: Literal["assistant"] = "assistant"
+    content: str | None
+    refusal: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+
+
+class ChatChoice(msgspec.Struct, kw_only=True):
+    """One choice of a chat.completion."""
+
+    index: int
+    message: AssistantMessage
+    logprobs: dict[str, Any] | None
+    finish_reason: str | None
+
+
+class ChatCompletion(msgspec.Struct, kw_only=True):
+    """A chat.completion (with `stream: true`: an SSE stream of chat.completion.chunk objects, then [DONE])."""
+
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: CompletionUsage
+    system_fingerprint: str
+
+
+class TextChoice(msgspec.Struct, kw_only=True):
+    """One choice of a text_completion."""
+
+    index: int
+    text: str
+    logprobs: dict[str, Any] | None
+    finish_reason: str | None
+
+
+class TextCompletion(msgspec.Struct, kw_only=True):
+    """A text_completion (with `stream: true`: an SSE stream of text_completion chunks, then [DONE])."""
+
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int
+    model: str
+    choices: list[TextChoice]
+    usage: CompletionUsage
+    system_fingerprint: str

@@ -26,7 +26,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from lexia.metrics import JOB_BUCKETS, HistogramTotals, PodCollector, PodTotals, le_label
-from lexia.services.jobs import KINDS
+from lexia.services.jobs.kinds import KINDS
 
 log = logging.getLogger("lexia.metrics")
 

@@ -1,9 +1,14 @@
-"""Dramatiq actors (thin: they take ids and call the runtime); importing this module boots the broker.
+"""Dramatiq actors (thin: they take ids and call the runtime); importing this module sets up the broker.
 
-`transcription.run` and `diarization.run` run one job attempt (a finished, cancelled or
-elsewhere-running job is skipped); a transient engine failure becomes a Dramatiq retry after
-the delay the job service chose. `webhook.deliver` makes one delivery attempt; the next one is
-scheduled by the delivery service itself.
+This is the one module with import-time effects: run with ``dramatiq lexia.worker.actors``
+(``make worker``), it reads the settings, makes the Redis broker with its middleware (AsyncIO: one
+event loop per process; Heartbeat for /ready; RuntimeMiddleware: the WorkerRuntime opened once
+per process at boot) and declares the actors on it.
+
+One actor per job kind (`transcription.run`, `diarization.run`, from lexia.services.jobs.kinds)
+runs one job attempt (a finished, cancelled or elsewhere-running job is skipped); a transient
+engine failure becomes a Dramatiq retry after the delay the job service chose. `webhook.deliver`
+makes one delivery attempt; the next one is scheduled by the delivery service itself.
 """
 
 from __future__ import annotations
@@ -12,52 +17,70 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import dramatiq
+from dramatiq.middleware import AsyncIO
 
-from lexia.queue import ACTOR_QUEUES
-from lexia.worker import broker, worker_runtime
-from lexia.worker.runtime import WorkerRuntime
+from lexia.logs import configure_logging
+from lexia.queue import DramatiqQueue, make_broker
+from lexia.services.jobs.kinds import KINDS, JobKind
+from lexia.services.webhooks.events import DELIVER
+from lexia.settings import environment_with_dotenv, load_settings, warn_unknown_variables
+from lexia.worker.runtime import Heartbeat, RuntimeMiddleware, WorkerRuntime
 
 # Dramatiq's own retries only cover errors outside the job services (a database outage at claim
 # time); job attempts are counted on the job row.
 ACTOR_RETRIES = 20
 MIN_BACKOFF_MS = 1_000
 MAX_BACKOFF_MS = 300_000
+JOB_PRIORITY = 10
+DELIVERY_PRIORITY = 0
+DELIVERY_TIME_LIMIT_MS = 120_000
+
+
+def _job_actor(rt: WorkerRuntime, kind: JobKind) -> Callable[[str], Awaitable[None]]:
+    async def run(job_id: str) -> None:
+        delay = await rt.run_job(kind, job_id)
+        if delay is not None:
+            raise dramatiq.Retry(f"{kind.name} {job_id} failed transiently", delay=int(delay * 1000))
+
+    run.__name__ = kind.actor.replace(".", "_")
+    return run
 
 
 def declare_actors(on: dramatiq.Broker, rt: WorkerRuntime) -> dict[str, dramatiq.Actor[Any, Any]]:
-    """Declare the three actors on a broker (the Redis one here, a StubBroker in tests)."""
+    """Declare the actors on a broker (the Redis one here, a StubBroker in tests)."""
+    options: dict[str, Any] = {
+        "max_retries": ACTOR_RETRIES, "min_backoff": MIN_BACKOFF_MS, "max_backoff": MAX_BACKOFF_MS
+    }
     time_limit = int((rt.settings.jobs.timeout_seconds + 120) * 1000)
-
-    async def run_transcription(job_id: str) -> None:
-        delay = await rt.run_job("transcription", job_id)
-        if delay is not None:
-            raise dramatiq.Retry(f"transcription {job_id} failed transiently", delay=int(delay * 1000))
-
-    async def run_diarization(job_id: str) -> None:
-        delay = await rt.run_job("diarization", job_id)
-        if delay is not None:
-            raise dramatiq.Retry(f"diarization {job_id} failed transiently", delay=int(delay * 1000))
+    made: dict[str, dramatiq.Actor[Any, Any]] = {}
+    for kind in KINDS.values():
+        declare = dramatiq.actor(
+            actor_name=kind.actor, queue_name=kind.queue, priority=JOB_PRIORITY, broker=on, time_limit=time_limit,
+            **options,
+        )
+        made[kind.actor] = declare(_job_actor(rt, kind))
 
     async def deliver_webhook(delivery_id: str) -> None:
         await rt.deliver(delivery_id)
 
-    options: dict[str, Any] = {
-        "max_retries": ACTOR_RETRIES, "min_backoff": MIN_BACKOFF_MS, "max_backoff": MAX_BACKOFF_MS,
-    }
-    made: dict[str, dramatiq.Actor[Any, Any]] = {}
-    work: tuple[tuple[str, Callable[[str], Awaitable[None]], int, int], ...] = (
-        ("transcription.run", run_transcription, 10, time_limit),
-        ("diarization.run", run_diarization, 10, time_limit),
-        ("webhook.deliver", deliver_webhook, 0, 120_000),
+    declare = dramatiq.actor(
+        actor_name=DELIVER.actor, queue_name=DELIVER.queue, priority=DELIVERY_PRIORITY, broker=on,
+        time_limit=DELIVERY_TIME_LIMIT_MS, **options,
     )
-    for name, fn, priority, limit in work:
-        declare = dramatiq.actor(
-            actor_name=name, queue_name=ACTOR_QUEUES[name], priority=priority, broker=on, time_limit=limit, **options
-        )
-        made[name] = declare(fn)
+    made[DELIVER.actor] = declare(deliver_webhook)
     return made
 
 
+_environ = environment_with_dotenv()
+settings = load_settings(_environ)
+configure_logging(settings.server.log_level)
+warn_unknown_variables(_environ)
+broker = make_broker(settings.data.redis_url.reveal())
+broker.add_middleware(AsyncIO())
+broker.add_middleware(Heartbeat(settings.data.redis_url.reveal()))
+worker_runtime = WorkerRuntime(settings, queue=DramatiqQueue(broker))
+broker.add_middleware(RuntimeMiddleware(worker_runtime))
+dramatiq.set_broker(broker)
 actors = declare_actors(broker, worker_runtime)
 
 __all__ = ["actors", "broker", "declare_actors"]

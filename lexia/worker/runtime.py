@@ -1,10 +1,10 @@
-"""The worker process's runtime: database, Redis, engines and job services, opened once per process.
+"""The worker process's runtime: its services, opened once per process, and the periodic passes.
 
 Dramatiq runs async actors on one event loop per worker process (its AsyncIO middleware);
 `RuntimeMiddleware` opens the runtime on that loop when the worker boots, so the engines are
 loaded once per process and shared by every job, and closes it when the worker stops. The
 runtime also runs the sweeper and the retention purge in the background; a Redis lock lets one
-worker process do each pass while several run.
+worker process do each pass while several run. `Heartbeat` tells /ready a worker is alive.
 """
 
 from __future__ import annotations
@@ -14,50 +14,27 @@ import contextlib
 import gc
 import logging
 import os
-import socket
+import threading
+import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import dramatiq
 import httpx
 import msgspec
-import redis.asyncio as aioredis
+import redis
 from dramatiq.asyncio import get_event_loop_thread
 from dramatiq.middleware import Middleware
 from redis.exceptions import RedisError
 
-from lexia.db import open_db
 from lexia.engines.base import Engines
 from lexia.engines.registry import open_engines
-from lexia.netguard import NetGuard
-from lexia.services.deliveries import Deliverer
-from lexia.services.execution import JobRunner
-from lexia.services.jobs import JobQueue
-from lexia.services.lifecycle import Lifecycle
-from lexia.services.limits import RedisLimiter
-from lexia.services.podmetrics import PodMetrics
-from lexia.services.recovery import Sweeper
-from lexia.services.retention import Retention
+from lexia.services.health import HEARTBEAT_KEY
+from lexia.services.jobs.kinds import JobKind, JobQueue
+from lexia.services.wiring import Services, build_services, process_name
 from lexia.settings import Settings
 
 log = logging.getLogger("lexia.worker")
-
-
-@dataclass
-class Parts:
-    """The services of a started runtime."""
-
-    runner: JobRunner
-    deliverer: Deliverer
-    sweeper: Sweeper
-    retention: Retention
-    engines: Engines
-
-
-def worker_name() -> str:
-    """`host:pid` of this process (stored as a running job's lease owner)."""
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 class WorkerRuntime:
@@ -77,25 +54,21 @@ class WorkerRuntime:
         self._given_engines = engines
         self._background = background
         self._transport = http_transport
-        self._parts: Parts | None = None
+        self._services: Services | None = None
         self._lock: asyncio.Lock | None = None
         self._stack: contextlib.AsyncExitStack | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.engine_loads = 0
 
-    async def start(self) -> Parts:
-        """Open the runtime (idempotent): database, Redis, engines (without the LLM), services."""
+    async def start(self) -> Services:
+        """Open the runtime (idempotent): engines (without the LLM), database, Redis, services."""
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:
-            if self._parts is not None:
-                return self._parts
+            if self._services is not None:
+                return self._services
             settings = self.settings
             stack = contextlib.AsyncExitStack()
-            db = open_db(settings.data.database_url.reveal(), pool_size=settings.data.db_pool_size)
-            stack.push_async_callback(db.dispose)
-            redis = aioredis.from_url(settings.data.redis_url.reveal(), socket_timeout=5, socket_connect_timeout=5)
-            stack.push_async_callback(redis.aclose)
             engines = self._given_engines
             if engines is None:
                 # The worker transcribes and diarizes; the LLM stays in the API process.
@@ -104,43 +77,23 @@ class WorkerRuntime:
                 )
                 engines = await stack.enter_async_context(open_engines(wanted))
                 self.engine_loads += 1
-            limiter = RedisLimiter(
-                redis,
-                enabled=settings.limits.enabled,
-                fail_open=settings.limits.fail_open,
-                concurrency_retry_after=settings.limits.concurrency_retry_after_seconds,
-            )
-            pod = PodMetrics(redis)
-            lifecycle = Lifecycle(
-                db, self.queue, limiter, lease_seconds=settings.jobs.lease_seconds,
-                max_attempts=settings.jobs.max_attempts, pod=pod,
-            )
-            deliverer = Deliverer(
-                db, self.queue, NetGuard(settings.audio.ssrf_allowlist),
-                timeout=settings.webhooks.timeout_seconds, delays=settings.webhooks.retry_delays(),
-                transport=self._transport, pod=pod,
-            )
-            stack.push_async_callback(deliverer.aclose)
-            parts = Parts(
-                runner=JobRunner(lifecycle, engines, settings, worker=worker_name(), fetch_transport=self._transport),
-                deliverer=deliverer,
-                sweeper=Sweeper(lifecycle, self.queue, requeue_after=settings.jobs.requeue_after_seconds),
-                retention=Retention(lifecycle, storage_dir=settings.audio.storage_dir),
-                engines=engines,
+            services = await stack.enter_async_context(
+                build_services(settings, engines, self.queue, role="worker", http_transport=self._transport)
             )
             if self._background:
+                jobs, retention = settings.jobs, settings.retention
                 self._tasks = [
                     asyncio.create_task(
-                        self._every(settings.jobs.sweep_interval_seconds, "sweeper", redis, parts.sweeper.sweep)
+                        self._every(jobs.sweep_interval_seconds, "sweeper", services, services.sweeper.sweep)
                     ),
                     asyncio.create_task(
-                        self._every(settings.retention.purge_interval_seconds, "purge", redis, parts.retention.purge)
+                        self._every(retention.purge_interval_seconds, "purge", services, services.retention.purge)
                     ),
                 ]
             self._stack = stack
-            self._parts = parts
+            self._services = services
             log.info("worker runtime ready (engines: %s)", engines.mode)
-            return parts
+            return services
 
     async def stop(self) -> None:
         """Stop the background passes and close everything."""
@@ -153,16 +106,16 @@ class WorkerRuntime:
         if self._stack is not None:
             await self._stack.aclose()
         self._stack = None
-        self._parts = None
+        self._services = None
 
     async def _every(
-        self, interval: float, name: str, redis: aioredis.Redis, step: Callable[[], Awaitable[Any]]
+        self, interval: float, name: str, services: Services, step: Callable[[], Awaitable[Any]]
     ) -> None:
         """Run `step` every `interval` s in one process at a time (a Redis lock per pass)."""
         lock = f"lexia:worker:{name}"
         while True:
             try:
-                if await redis.set(lock, worker_name(), nx=True, px=max(1, int(interval * 900))):
+                if await services.redis.set(lock, process_name("worker"), nx=True, px=max(1, int(interval * 900))):
                     await step()
             except asyncio.CancelledError:
                 raise
@@ -174,15 +127,15 @@ class WorkerRuntime:
 
     # -- what the actors call --------------------------------------------------------------
 
-    async def run_job(self, kind: str, job_id: str) -> float | None:
+    async def run_job(self, kind: JobKind, job_id: str) -> float | None:
         """Run one job; a retry delay in seconds after a transient failure."""
-        parts = await self.start()
-        return await parts.runner.run(kind, job_id)
+        services = await self.start()
+        return await services.runner.run(kind, job_id)
 
     async def deliver(self, delivery_id: str) -> None:
         """One webhook delivery attempt if due."""
-        parts = await self.start()
-        await parts.deliverer.deliver(delivery_id)
+        services = await self.start()
+        await services.deliverer.deliver(delivery_id)
 
 
 class RuntimeMiddleware(Middleware):
@@ -219,3 +172,38 @@ class RuntimeMiddleware(Middleware):
         loop = get_event_loop_thread()
         if loop is not None:
             loop.run_coroutine(self.runtime.stop())
+
+
+class Heartbeat(Middleware):
+    """Every `interval` seconds, store the time in Redis (kept for 60 s) for /ready."""
+
+    def __init__(self, redis_url: str, *, interval: float = 5.0) -> None:
+        self._url = redis_url
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @staticmethod
+    def beat_once(client: redis.Redis) -> None:
+        """Write one heartbeat."""
+        client.set(HEARTBEAT_KEY, repr(time.time()), ex=60)
+
+    def _loop(self) -> None:
+        client = redis.Redis.from_url(self._url, socket_timeout=2, socket_connect_timeout=2)
+        while not self._stop.is_set():
+            try:
+                self.beat_once(client)
+            except redis.RedisError as exc:
+                log.warning("heartbeat: Redis unreachable (%s)", type(exc).__name__)
+            self._stop.wait(self._interval)
+        client.close()
+
+    def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        """Start beating once the worker runs."""
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="lexia-heartbeat", daemon=True)
+        self._thread.start()
+
+    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        """Stop beating."""
+        self._stop.set()

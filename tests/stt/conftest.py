@@ -2,54 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import importlib.util
 import shutil
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx
 import pytest
-import uvicorn
 
-from lexia.app import create_app
 from lexia.audio import decode_file
-from lexia.engines.base import Audio, Engines
-from tests.conftest import make_settings
-from tests.stt.live import Live, LiveFactory
+from lexia.engines.base import Audio
 from tests.stt.media import espeak, wav
 
 SPEECH = "Hello world, this is Lexia speaking for a short test of the speech engine."
-
-
-@pytest.fixture
-async def live_app(tmp_path: Path) -> AsyncIterator[LiveFactory]:
-    """Start apps on 127.0.0.1 (random ports) with LEXIA_* overrides; stopped after the test."""
-    running: list[tuple[uvicorn.Server, asyncio.Task[None], httpx.AsyncClient]] = []
-
-    async def _start(engines: Engines | None = None, **overrides: str) -> Live:
-        storage = Path(overrides.pop("LEXIA_STORAGE_DIR", str(tmp_path / f"storage{len(running)}")))
-        app = create_app(make_settings(LEXIA_STORAGE_DIR=str(storage), **overrides), engines=engines)
-        config = uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="on", log_level="warning", access_log=False)
-        server = uvicorn.Server(config)
-        server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]  # pytest owns signals
-        task = asyncio.create_task(server.serve())
-        while not server.started:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.01)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        base = f"http://127.0.0.1:{port}"
-        client = httpx.AsyncClient(base_url=base, timeout=60)
-        running.append((server, task, client))
-        return Live(app, base, client, storage)
-
-    yield _start
-    for server, task, client in reversed(running):
-        await client.aclose()
-        server.should_exit = True
-        await task
 
 
 def _real_ready() -> bool:

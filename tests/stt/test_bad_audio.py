@@ -16,7 +16,7 @@ from lexia.audio import decode_file, probe
 from lexia.db.migrations import libpq_dsn
 from lexia.errors import AudioDecodeError
 from tests.conftest import TEST_DB_URL, bearer
-from tests.stt.live import LiveFactory
+from tests.harness import AppFactory
 from tests.stt.media import encoded, video_without_audio, wav
 from tests.test_auth import assert_error
 
@@ -95,8 +95,8 @@ def test_stereo_is_the_mean_of_its_channels(tmp_path: Path) -> None:
     assert abs(float(audio.samples[100:-100].mean()) - 0.125) < 0.002
 
 
-async def test_every_file_answers_its_documented_status(live_app: LiveFactory, audio_set: dict[str, Path]) -> None:
-    api = await live_app()
+async def test_every_file_answers_its_documented_status(serve_app: AppFactory, audio_set: dict[str, Path]) -> None:
+    api = await serve_app()
     _, secret = await api.make_key("stt")
     for name, path in audio_set.items():
         _, status, expected = CASES[name]

@@ -14,8 +14,8 @@ import pytest
 
 from lexia.db.migrations import libpq_dsn
 from tests.conftest import TEST_DB_URL, bearer
+from tests.harness import AppFactory, TestApp
 from tests.stt.httpserver import LocalServer, body, endless, redirect, serve
-from tests.stt.live import Live, LiveFactory
 from tests.stt.media import wav
 from tests.test_auth import assert_error
 
@@ -47,8 +47,8 @@ def remote(tmp_path: Path) -> Iterator[LocalServer]:
 
 
 @pytest.fixture
-async def allowing(live_app: LiveFactory) -> AsyncIterator[tuple[Live, str]]:
-    api = await live_app(
+async def allowing(serve_app: AppFactory) -> AsyncIterator[tuple[TestApp, str]]:
+    api = await serve_app(
         LEXIA_SSRF_ALLOWLIST="127.0.0.1", LEXIA_MAX_UPLOAD_BYTES="2000000", LEXIA_AUDIO_FETCH_TIMEOUT_SECONDS="2"
     )
     _, secret = await api.make_key("stt")
@@ -56,11 +56,11 @@ async def allowing(live_app: LiveFactory) -> AsyncIterator[tuple[Live, str]]:
     assert api.leftovers() == []
 
 
-async def fetch(api: Live, secret: str, url: str) -> object:
+async def fetch(api: TestApp, secret: str, url: str) -> object:
     return await api.client.post("/v1/transcriptions/sync", json={"audio_url": url}, headers=bearer(secret))
 
 
-async def test_allowlisted_url_is_downloaded_and_transcribed(allowing: tuple[Live, str], remote: LocalServer) -> None:
+async def test_allowlisted_url_is_downloaded_and_transcribed(allowing: tuple[TestApp, str], remote: LocalServer) -> None:
     api, secret = allowing
     response = await fetch(api, secret, remote.url("/hop"))
     assert response.status_code == 200, response.text
@@ -70,8 +70,8 @@ async def test_allowlisted_url_is_downloaded_and_transcribed(allowing: tuple[Liv
     assert remote.requests == ["/hop", "/a.wav"]
 
 
-async def test_loopback_is_refused_without_allowlist(live_app: LiveFactory, remote: LocalServer) -> None:
-    api = await live_app()
+async def test_loopback_is_refused_without_allowlist(serve_app: AppFactory, remote: LocalServer) -> None:
+    api = await serve_app()
     _, secret = await api.make_key("stt")
     error = assert_error(await fetch(api, secret, remote.url("/a.wav")), 422, "url_not_allowed", "audio_url")
     assert "LEXIA_SSRF_ALLOWLIST" in error["message"]
@@ -80,21 +80,21 @@ async def test_loopback_is_refused_without_allowlist(live_app: LiveFactory, remo
 
 @pytest.mark.parametrize("path", ["/to-private", "/to-metadata", "/to-ftp"])
 async def test_redirect_to_a_forbidden_target_is_refused(
-    allowing: tuple[Live, str], remote: LocalServer, path: str
+    allowing: tuple[TestApp, str], remote: LocalServer, path: str
 ) -> None:
     api, secret = allowing
     assert_error(await fetch(api, secret, remote.url(path)), 422, "url_not_allowed", "audio_url")
     assert remote.requests == [path]
 
 
-async def test_more_than_three_redirects_fail(allowing: tuple[Live, str], remote: LocalServer) -> None:
+async def test_more_than_three_redirects_fail(allowing: tuple[TestApp, str], remote: LocalServer) -> None:
     api, secret = allowing
     error = assert_error(await fetch(api, secret, remote.url("/loop1")), 422, "audio_fetch_failed", "audio_url")
     assert "redirects" in error["message"]
     assert remote.requests == ["/loop1", "/loop2", "/loop3", "/loop4"]
 
 
-async def test_remote_errors_are_audio_fetch_failed(allowing: tuple[Live, str], remote: LocalServer) -> None:
+async def test_remote_errors_are_audio_fetch_failed(allowing: tuple[TestApp, str], remote: LocalServer) -> None:
     api, secret = allowing
     error = assert_error(await fetch(api, secret, remote.url("/missing")), 422, "audio_fetch_failed", "audio_url")
     assert "HTTP 404" in error["message"]
@@ -103,7 +103,7 @@ async def test_remote_errors_are_audio_fetch_failed(allowing: tuple[Live, str], 
     assert_error(await fetch(api, secret, remote.url("/text")), 415, "audio_decode_failed", "audio_url")
 
 
-async def test_oversize_download_is_cut_at_the_limit(allowing: tuple[Live, str], remote: LocalServer) -> None:
+async def test_oversize_download_is_cut_at_the_limit(allowing: tuple[TestApp, str], remote: LocalServer) -> None:
     api, secret = allowing
     error = assert_error(await fetch(api, secret, remote.url("/big")), 413, "file_too_large", "audio_url")
     assert "2000000" in error["message"]
@@ -115,7 +115,7 @@ async def test_oversize_download_is_cut_at_the_limit(allowing: tuple[Live, str],
     assert_error(await fetch(api, secret, remote.url("/declared-big")), 413, "file_too_large", "audio_url")
 
 
-async def test_slow_download_times_out(allowing: tuple[Live, str], remote: LocalServer) -> None:
+async def test_slow_download_times_out(allowing: tuple[TestApp, str], remote: LocalServer) -> None:
     def slow(handler: BaseHTTPRequestHandler) -> None:
         handler.send_response(200)
         handler.send_header("Content-Length", "1000")
@@ -152,7 +152,7 @@ PART_HEAD = (
 ).encode()
 
 
-async def _connect(api: Live) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+async def _connect(api: TestApp) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     host, port = api.base_url.removeprefix("http://").split(":")
     return await asyncio.open_connection(host, int(port))
 
@@ -162,8 +162,8 @@ async def _status(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     return int(head.split(b" ", 2)[1]), head
 
 
-async def test_declared_oversize_upload_is_refused_before_the_body(live_app: LiveFactory) -> None:
-    api = await live_app(LEXIA_MAX_UPLOAD_BYTES="1000000")
+async def test_declared_oversize_upload_is_refused_before_the_body(serve_app: AppFactory) -> None:
+    api = await serve_app(LEXIA_MAX_UPLOAD_BYTES="1000000")
     _, secret = await api.make_key("stt")
     reader, writer = await _connect(api)
     writer.write(_head(secret, str(50 * 1024 * 1024)) + PART_HEAD + b"\0" * 1000)
@@ -176,8 +176,8 @@ async def test_declared_oversize_upload_is_refused_before_the_body(live_app: Liv
     assert api.leftovers() == []
 
 
-async def test_streamed_upload_is_cut_as_soon_as_it_passes_the_limit(live_app: LiveFactory) -> None:
-    api = await live_app(LEXIA_MAX_UPLOAD_BYTES="1000000")
+async def test_streamed_upload_is_cut_as_soon_as_it_passes_the_limit(serve_app: AppFactory) -> None:
+    api = await serve_app(LEXIA_MAX_UPLOAD_BYTES="1000000")
     _, secret = await api.make_key("stt")
     reader, writer = await _connect(api)
     writer.write(_head(secret, None, chunked=True))
@@ -205,8 +205,8 @@ async def test_streamed_upload_is_cut_as_soon_as_it_passes_the_limit(live_app: L
     assert api.leftovers() == []
 
 
-async def test_client_disconnect_mid_upload_leaves_nothing(live_app: LiveFactory) -> None:
-    api = await live_app()
+async def test_client_disconnect_mid_upload_leaves_nothing(serve_app: AppFactory) -> None:
+    api = await serve_app()
     _, secret = await api.make_key("stt")
     _, writer = await _connect(api)
     writer.write(_head(secret, str(5_000_000)) + PART_HEAD + b"\0" * 2_000_000)

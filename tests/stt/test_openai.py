@@ -16,14 +16,14 @@ from lexia.db.migrations import libpq_dsn
 from lexia.engines.base import Audio, STTOptions, Transcript
 from lexia.engines.fakes import FakeSTT
 from tests.conftest import TEST_DB_URL, bearer
-from tests.stt.live import Live, LiveFactory
+from tests.harness import AppFactory, TestApp
 from tests.stt.media import wav
 from tests.test_auth import assert_error
 
 
 @dataclass
 class Oai:
-    api: Live
+    api: TestApp
     secret: str
     sample: Path
 
@@ -33,8 +33,8 @@ class Oai:
 
 
 @pytest.fixture
-async def oai(live_app: LiveFactory, tmp_path: Path) -> AsyncIterator[Oai]:
-    api = await live_app()
+async def oai(serve_app: AppFactory, tmp_path: Path) -> AsyncIterator[Oai]:
+    api = await serve_app()
     _, secret = await api.make_key("stt,usage")
     yield Oai(api, secret, wav(tmp_path / "speech.wav", 7.0))
     assert api.leftovers() == []
@@ -225,8 +225,8 @@ async def test_usage_is_metered_without_storing_anything(oai: Oai) -> None:
                                              "audio_seconds": 21.0}
 
 
-async def test_diarized_json_without_a_diarizer_is_503(live_app: LiveFactory, tmp_path: Path) -> None:
-    api = await live_app(LEXIA_DIARIZATION_ENABLED="false")
+async def test_diarized_json_without_a_diarizer_is_503(serve_app: AppFactory, tmp_path: Path) -> None:
+    api = await serve_app(LEXIA_DIARIZATION_ENABLED="false")
     _, secret = await api.make_key("stt")
     sample = wav(tmp_path / "a.wav", 2.0)
     with pytest.raises(openai.InternalServerError) as info:
@@ -237,8 +237,8 @@ async def test_diarized_json_without_a_diarizer_is_503(live_app: LiveFactory, tm
     assert api.leftovers() == []
 
 
-async def test_slow_transcription_times_out_with_504(live_app: LiveFactory, tmp_path: Path) -> None:
-    api = await live_app(LEXIA_SYNC_TIMEOUT_SECONDS="0.3")
+async def test_slow_transcription_times_out_with_504(serve_app: AppFactory, tmp_path: Path) -> None:
+    api = await serve_app(LEXIA_SYNC_TIMEOUT_SECONDS="0.3")
     api.services.engines.stt = FakeSTT(segment_delay=0.5)
     _, secret = await api.make_key("stt,usage")
     response = await api.client.post(

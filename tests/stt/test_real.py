@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import bearer
-from tests.stt.live import Live, LiveFactory
+from tests.harness import AppFactory, TestApp
 from tests.stt.media import espeak
 
 pytestmark = pytest.mark.real_engines
@@ -81,7 +81,7 @@ def _normalise(text: str) -> str:
     return " ".join(re.sub(r"[^\w\s']", " ", text.lower()).split())
 
 
-async def _sync(api: Live, secret: str, path: Path, **data: str) -> dict[str, Any]:
+async def _sync(api: TestApp, secret: str, path: Path, **data: str) -> dict[str, Any]:
     content = await asyncio.to_thread(path.read_bytes)
     response = await api.client.post(
         "/v1/transcriptions/sync", files={"file": (path.name, content, "audio/wav")}, data=data,
@@ -95,9 +95,9 @@ async def _sync(api: Live, secret: str, path: Path, **data: str) -> dict[str, An
 
 
 async def test_tiny_model_serves_the_routes(
-    live_app: LiveFactory, tiny_whisper_dir: Path, spoken: dict[str, tuple[Path, str, str]]
+    serve_app: AppFactory, tiny_whisper_dir: Path, spoken: dict[str, tuple[Path, str, str]]
 ) -> None:
-    api = await live_app(**_real_env(tiny_whisper_dir, LEXIA_STT_BEAM_SIZE="1",
+    api = await serve_app(**_real_env(tiny_whisper_dir, LEXIA_STT_BEAM_SIZE="1",
                                      LEXIA_STT_TEMPERATURE_FALLBACK="false"))
     assert api.services.engines.mode == "real"
     _, secret = await api.make_key("stt")
@@ -126,14 +126,14 @@ async def test_tiny_model_serves_the_routes(
 
 
 @pytest.fixture
-async def base_api(live_app: LiveFactory, whisper_base_dir: Path) -> tuple[Live, str]:
-    api = await live_app(**_real_env(whisper_base_dir, LEXIA_STT_TEMPERATURE_FALLBACK="false"))
+async def base_api(serve_app: AppFactory, whisper_base_dir: Path) -> tuple[TestApp, str]:
+    api = await serve_app(**_real_env(whisper_base_dir, LEXIA_STT_TEMPERATURE_FALLBACK="false"))
     _, secret = await api.make_key("stt")
     return api, secret
 
 
 async def test_english_word_error_rate_and_language(
-    base_api: tuple[Live, str], spoken: dict[str, tuple[Path, str, str]]
+    base_api: tuple[TestApp, str], spoken: dict[str, tuple[Path, str, str]]
 ) -> None:
     import jiwer
 
@@ -152,7 +152,7 @@ async def test_english_word_error_rate_and_language(
 
 
 async def test_api_transcript_equals_direct_faster_whisper(
-    base_api: tuple[Live, str], whisper_base_dir: Path, spoken: dict[str, tuple[Path, str, str]]
+    base_api: tuple[TestApp, str], whisper_base_dir: Path, spoken: dict[str, tuple[Path, str, str]]
 ) -> None:
     from faster_whisper import WhisperModel
 
@@ -180,7 +180,7 @@ async def test_api_transcript_equals_direct_faster_whisper(
 
 
 async def test_openai_route_matches_the_sync_route(
-    base_api: tuple[Live, str], spoken: dict[str, tuple[Path, str, str]]
+    base_api: tuple[TestApp, str], spoken: dict[str, tuple[Path, str, str]]
 ) -> None:
     api, secret = base_api
     path = spoken["en2.wav"][0]

@@ -15,7 +15,7 @@ from lexia.db.migrations import libpq_dsn
 from lexia.engines.base import Audio, DiarizeOptions, SpeakerTurn, STTOptions, Transcript
 from lexia.engines.fakes import FakeDiarizer, FakeSTT
 from tests.conftest import TEST_DB_URL, bearer
-from tests.stt.live import Live, LiveFactory
+from tests.harness import AppFactory, TestApp
 from tests.stt.media import wav
 from tests.test_auth import assert_error
 
@@ -34,7 +34,7 @@ TRANSCRIPT_FIELDS = {
 class Stt:
     """An app with fake engines, a key with scope stt and its storage directory."""
 
-    api: Live
+    api: TestApp
     key: str
     sample: Path
 
@@ -50,8 +50,8 @@ class Stt:
 
 
 @pytest.fixture
-async def stt(live_app: LiveFactory, tmp_path: Path) -> AsyncIterator[Stt]:
-    api = await live_app()
+async def stt(serve_app: AppFactory, tmp_path: Path) -> AsyncIterator[Stt]:
+    api = await serve_app()
     _, key = await api.make_key("stt,usage")
     yield Stt(api, key, wav(tmp_path / "sample.wav", 7.0))
     assert api.leftovers() == [], "a request left audio in the storage dir"
@@ -155,8 +155,8 @@ async def test_speaker_labels_fill_speakers_and_utterances(stt: Stt) -> None:
     assert_error(nested, 422, "validation_error", "speaker_options.min_speakers_expected")
 
 
-async def test_speaker_labels_need_a_diarizer(live_app: LiveFactory, tmp_path: Path) -> None:
-    api = await live_app(LEXIA_DIARIZATION_ENABLED="false")
+async def test_speaker_labels_need_a_diarizer(serve_app: AppFactory, tmp_path: Path) -> None:
+    api = await serve_app(LEXIA_DIARIZATION_ENABLED="false")
     _, key = await api.make_key("stt")
     sample = wav(tmp_path / "a.wav", 2.0)
     files = {"file": ("a.wav", sample.read_bytes(), "audio/wav")}
@@ -168,8 +168,8 @@ async def test_speaker_labels_need_a_diarizer(live_app: LiveFactory, tmp_path: P
     assert api.leftovers() == []
 
 
-async def test_stt_disabled_answers_503(live_app: LiveFactory) -> None:
-    api = await live_app(LEXIA_STT_ENABLED="false")
+async def test_stt_disabled_answers_503(serve_app: AppFactory) -> None:
+    api = await serve_app(LEXIA_STT_ENABLED="false")
     _, key = await api.make_key("stt")
     response = await api.client.post("/v1/transcriptions/sync", json={"audio_url": "http://x"}, headers=bearer(key))
     assert_error(response, 503, "engine_unavailable")
@@ -305,8 +305,8 @@ async def test_engine_failure_is_500_and_stored_as_error(stt: Stt) -> None:
     assert usage["totals"]["stt"]["audio_seconds"] == 3.5  # the half processed before the failure
 
 
-async def test_sync_timeout_answers_504_and_the_job_completes(live_app: LiveFactory, tmp_path: Path) -> None:
-    api = await live_app(LEXIA_SYNC_TIMEOUT_SECONDS="0.2")
+async def test_sync_timeout_answers_504_and_the_job_completes(serve_app: AppFactory, tmp_path: Path) -> None:
+    api = await serve_app(LEXIA_SYNC_TIMEOUT_SECONDS="0.2")
     api.services.engines.stt = SlowSTT(0.25)
     _, key = await api.make_key("stt", limits={"max_concurrent_jobs": 1})
     sample = wav(tmp_path / "a.wav", 7.0)
@@ -332,15 +332,13 @@ async def test_sync_timeout_answers_504_and_the_job_completes(live_app: LiveFact
 
 
 async def test_cancelled_sync_job_answers_200_cancelled(stt: Stt) -> None:
-    from lexia.api.jobs import SYNC_JOBS_STATE
-
     stt.api.services.engines.stt = SlowSTT(2.0)
     request = asyncio.create_task(stt.sync())
-    jobs = stt.api.app.state[SYNC_JOBS_STATE]
+    jobs = stt.api.services.sync_jobs
     running: list[str] = []
     for _ in range(500):  # up to 10 s: a cold first upload and decode can take a while on 2 cores
         await asyncio.sleep(0.02)
-        running = list(jobs._tasks)
+        running = list(jobs._runs)
         if running:
             break
     assert running, "the sync job never started"
@@ -359,8 +357,8 @@ async def test_audio_is_retained_only_when_asked(stt: Stt) -> None:
     await asyncio.to_thread(kept.unlink)  # the retention sweeper's job (issue 5); keeps the storage check honest
 
 
-async def test_size_and_duration_limits(live_app: LiveFactory, tmp_path: Path) -> None:
-    api = await live_app(LEXIA_MAX_UPLOAD_BYTES="100000", LEXIA_SYNC_MAX_AUDIO_SECONDS="5")
+async def test_size_and_duration_limits(serve_app: AppFactory, tmp_path: Path) -> None:
+    api = await serve_app(LEXIA_MAX_UPLOAD_BYTES="100000", LEXIA_SYNC_MAX_AUDIO_SECONDS="5")
     _, key = await api.make_key("stt")
     big = wav(tmp_path / "big.wav", 4.0)  # 128 kB
     files = {"file": ("big.wav", big.read_bytes(), "audio/wav")}
@@ -378,16 +376,14 @@ async def test_size_and_duration_limits(live_app: LiveFactory, tmp_path: Path) -
 
 
 async def test_shutdown_stops_running_sync_jobs_and_records_them(stt: Stt) -> None:
-    from lexia.api.jobs import SYNC_JOBS_STATE
-
     stt.api.services.engines.stt = SlowSTT(0.3)
     request = asyncio.create_task(stt.sync())
-    jobs = stt.api.app.state[SYNC_JOBS_STATE]
+    jobs = stt.api.services.sync_jobs
     for _ in range(100):
         await asyncio.sleep(0.02)
-        if jobs._tasks:
+        if jobs._runs:
             break
-    (job_id,) = list(jobs._tasks)
+    (job_id,) = list(jobs._runs)
     await jobs.aclose()  # what the app's lifespan does on shutdown
     response = await request
     assert_error(response, 503, "dependency_unavailable")

@@ -11,9 +11,9 @@ from lexia.engines.base import Segment, SpeakerTurn, STTOptions, Transcript, Wor
 from lexia.engines.whisper import WhisperConfig, repair_words, temperatures, transcribe_kwargs
 from lexia.errors import InvalidURL, UnsupportedLanguage, UrlNotAllowed, ValidationFailed
 from lexia.netguard import NetGuard, is_public
-from lexia.services import formats
-from lexia.services.speakers import assign_speakers, speaker_label, utterances
-from lexia.services.transcription import build_words, check_speakers, normalise_language, strip_punctuation
+from lexia.services.speech import formats
+from lexia.services.speech.speakers import assign_speakers, speaker_label, utterances
+from lexia.services.speech.transcription import build_words, check_speakers, normalise_language, strip_punctuation
 
 
 def w(text: str, start: int, end: int, speaker: str | None = None, confidence: float = 0.9) -> dict:

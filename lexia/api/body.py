@@ -1,0 +1,248 @@
+"""Request bodies: strict JSON decoding (the StrictBody DTO), audio bodies (multipart streamed to
+disk, or JSON), the multipart encoding rules of API.md §1.1, and how upload routes document theirs.
+
+Every body is decoded in msgspec's strict mode and every failure goes through one converter
+(`lexia.api.errors.validation_error`): `param` is the dotted path of the field at fault. Text
+fields of Lexia-native bodies may not contain NUL characters (PostgreSQL cannot store them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Generator
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar, cast
+
+import msgspec
+from litestar import Request
+from litestar.dto import AbstractDTO
+from litestar.exceptions import InternalServerException
+from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody, Schema
+from litestar.typing import FieldDefinition
+
+from lexia.api.errors import validation_error
+from lexia.errors import (
+    ClientDisconnected,
+    InvalidJSON,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
+
+T = TypeVar("T")
+Req = Request[Any, Any, Any]
+JSON = "application/json"
+MULTIPART = "multipart/form-data"
+
+
+def media_type(request: Req) -> str:
+    """The request's media type, lower-cased, without parameters."""
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+def is_json(media: str) -> bool:
+    """application/json or any +json type."""
+    return media == JSON or media.endswith("+json")
+
+
+def _strict_fields(kind: Any) -> bool:
+    """Lexia-native bodies forbid unknown fields; OpenAI mirrors tolerate them (and any text)."""
+    config = getattr(kind, "__struct_config__", None)
+    return bool(config is not None and config.forbid_unknown_fields)
+
+
+def find_nul(value: Any, path: str = "") -> str | None:
+    """The dotted path of the first string (or dict key) holding a NUL character, else None."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, msgspec.Struct):
+        items: Any = ((name, getattr(value, name)) for name in value.__struct_fields__)
+    elif isinstance(value, dict):
+        for key in value:
+            if isinstance(key, str) and "\x00" in key:
+                return f"{path}.{key}".lstrip(".") if path else key
+        items = value.items()
+    elif isinstance(value, list | tuple):
+        items = enumerate(value)
+    else:
+        return None
+    for name, item in items:
+        found = find_nul(item, f"{path}.{name}" if path else str(name))
+        if found is not None:
+            return found
+    return None
+
+
+def reject_nul(value: Any) -> None:
+    """422 naming the field when a text field holds a NUL character."""
+    found = find_nul(value)
+    if found is not None:
+        raise ValidationFailed(f"{found}: text may not contain NUL characters", param=found)
+
+
+def decode_json(body: bytes, kind: type[T]) -> T:
+    """A JSON body into `kind` (strict): 400 invalid_json, 422 naming the field."""
+    try:
+        value = msgspec.json.decode(body, type=kind)
+    except msgspec.ValidationError as exc:
+        raise validation_error(str(exc)) from None
+    except msgspec.DecodeError:
+        raise InvalidJSON("The request body is not valid JSON") from None
+    if _strict_fields(kind) or kind is dict[str, Any]:
+        reject_nul(value)
+    return value
+
+
+def convert(data: dict[str, Any], kind: type[T], *, lax: bool) -> T:
+    """Fields already parsed (a JSON object, or multipart fields in lax mode) into `kind`."""
+    try:
+        value = msgspec.convert(data, kind, strict=not lax)
+    except msgspec.ValidationError as exc:
+        raise validation_error(str(exc)) from None
+    if _strict_fields(kind):
+        reject_nul(value)
+    return value
+
+
+class StrictBody(AbstractDTO[T]):
+    """The app's DTO for `data` parameters: strict msgspec decoding with Lexia's errors.
+
+    Litestar decodes request bodies in lax mode (a string "2" is accepted for an integer) and
+    reports failures in its own shape; this DTO keeps JSON strict, answers 415 for another media
+    type, and documents the body as the struct it is (Litestar generates its schema).
+    """
+
+    _types: ClassVar[dict[str, Any]] = {}  # handler id -> the `data` annotation
+
+    @classmethod
+    def generate_field_definitions(cls, model_type: type[Any]) -> Generator[Any, None, None]:
+        """Unused: no transfer model is generated."""
+        yield from ()
+
+    @classmethod
+    def detect_nested_field(cls, field_definition: FieldDefinition) -> bool:
+        """Unused: no transfer model is generated."""
+        return False
+
+    @classmethod
+    def create_for_field_definition(
+        cls, field_definition: FieldDefinition, handler_id: str, backend_cls: Any = None
+    ) -> None:
+        """Remember the body type of a handler."""
+        if field_definition.name == "data":
+            cls._types[handler_id] = field_definition.annotation
+
+    @classmethod
+    def create_openapi_schema(cls, field_definition: FieldDefinition, handler_id: str, schema_creator: Any) -> Any:
+        """The body's schema, as Litestar generates it for the struct."""
+        return schema_creator.for_field_definition(FieldDefinition.from_annotation(field_definition.annotation))
+
+    def decode_bytes(self, value: bytes) -> Any:
+        """Decode a JSON body strictly (415 for another media type)."""
+        connection = self.asgi_connection
+        media = connection.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if not is_json(media):
+            raise UnsupportedMediaType("Content-Type must be application/json", code="unsupported_content_type")
+        return decode_json(value, self._types[connection.route_handler.handler_id])
+
+    def decode_builtins(self, value: dict[str, Any]) -> Any:
+        """Unused for JSON bodies."""
+        return convert(value, self._types[self.asgi_connection.route_handler.handler_id], lax=False)
+
+
+# -- audio bodies -------------------------------------------------------------------------------
+
+
+async def body_chunks(request: Req) -> AsyncIterator[bytes]:
+    """The raw body as it arrives (a disconnect becomes ClientDisconnected)."""
+    try:
+        async for chunk in request.stream():
+            yield chunk
+    except InternalServerException:
+        # Litestar signals an http.disconnect while streaming this way.
+        raise ClientDisconnected("The client disconnected while sending the request body") from None
+
+
+async def read_json_object(request: Req, limit: int) -> dict[str, Any]:
+    """A JSON object body of at most `limit` bytes (413 request_too_large beyond)."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"The JSON body exceeds the limit of {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in body_chunks(request):
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"The JSON body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    try:
+        raw = msgspec.json.decode(b"".join(chunks))
+    except msgspec.DecodeError:
+        raise InvalidJSON("The request body is not valid JSON") from None
+    if not isinstance(raw, dict):
+        raise ValidationFailed("The request body must be a JSON object")
+    return raw
+
+
+def form_values(
+    fields: dict[str, list[str]], *, list_fields: frozenset[str], object_fields: frozenset[str] = frozenset()
+) -> dict[str, Any]:
+    """§1.1 multipart encoding: `name[]` or repeated list fields, JSON-encoded object fields."""
+    data: dict[str, Any] = {}
+    for raw_name, values in fields.items():
+        name = raw_name.removesuffix("[]")
+        if name in list_fields:
+            data.setdefault(name, []).extend(values)
+            continue
+        if len(values) > 1 or name in data:
+            raise ValidationFailed(f"{name} was given more than once", param=name)
+        value: Any = values[0]
+        if name in object_fields:
+            try:
+                value = msgspec.json.decode(value)
+            except msgspec.DecodeError:
+                raise ValidationFailed(f"{name} must be a JSON-encoded object", param=name) from None
+        data[name] = value
+    return data
+
+
+@dataclass(frozen=True, slots=True)
+class FormShape:
+    """How a route's multipart fields are encoded: its list fields and its JSON-object fields."""
+
+    lists: frozenset[str] = frozenset()
+    objects: frozenset[str] = frozenset()
+
+
+# -- documenting upload bodies ------------------------------------------------------------------
+
+
+def _inline(node: Any, defs: dict[str, Any]) -> Any:
+    """A JSON Schema with its local `$defs` references replaced by their definitions."""
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            return _inline(defs[ref.removeprefix("#/$defs/")], defs)
+        return {k: _inline(v, defs) for k, v in node.items() if k != "$defs"}
+    if isinstance(node, list):
+        return [_inline(v, defs) for v in node]
+    return node
+
+
+def upload_operation(kind: type[msgspec.Struct], *, json_alternative: bool) -> type[Operation]:
+    """An Operation class documenting a streamed upload body: multipart with a binary `file`
+    (`audio` accepted too) and the struct's fields, and optionally JSON with an `audio_url`."""
+    schema = msgspec.json.schema(kind)
+    fields = _inline(schema, schema.get("$defs", {}))
+    file_part = {"type": "object", "properties": {"file": {"type": "string", "format": "binary"}}}
+    content = {MULTIPART: OpenAPIMediaType(schema=cast(Schema, {"allOf": [fields, file_part]}))}
+    if json_alternative:
+        content[JSON] = OpenAPIMediaType(schema=cast(Schema, fields))
+    body = RequestBody(content=content, required=True, description=f"{kind.__name__} fields and the audio")
+
+    @dataclass
+    class UploadOperation(Operation):
+        def __post_init__(self) -> None:
+            self.request_body = body
+
+    UploadOperation.__name__ = f"{kind.__name__}Upload"
+    return UploadOperation

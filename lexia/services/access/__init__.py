@@ -1,0 +1,1 @@
+"""Access: API keys, tenants, rate limits, idempotency and the usage ledger."""

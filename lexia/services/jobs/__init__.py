@@ -1,0 +1,1 @@
+"""Jobs: the kinds registry, submission, execution, the lifecycle of a row, recovery and retention."""

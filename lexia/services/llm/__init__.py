@@ -1,0 +1,1 @@
+"""The LLM API: chat and text completions on the LLM engine, aggregated or streamed."""

@@ -1,0 +1,1 @@
+"""Speech: transcription and diarization rules, audio intake, transcript and diarization views, exports."""
