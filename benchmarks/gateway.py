@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from lexia.db import open_db  # noqa: E402
+from lexia.db.keys import KeyTable  # noqa: E402
 from lexia.db.migrations import apply, ensure_database  # noqa: E402
 from lexia.services.access.keys import KeyService  # noqa: E402
 
@@ -49,7 +50,7 @@ async def _make_key() -> str:
     ensure_database(DB_URL)
     apply(DB_URL)
     db = open_db(DB_URL, pool_size=1)
-    keys = KeyService(db, pepper=PEPPER)
+    keys = KeyService(KeyTable(db), pepper=PEPPER)
     _, secret = await keys.create(
         tenant_id="bench", name="gateway", scopes=["*"], create_tenant=True,
         limits={"requests_per_minute": 100_000_000},

@@ -129,6 +129,7 @@ def free_port() -> int:
 async def create_key(pepper: str) -> str:
     """A fresh unlimited key in the benchmark database."""
     from lexia.db import open_db
+    from lexia.db.keys import KeyTable
     from lexia.db.migrations import apply, ensure_database
     from lexia.services.access.keys import KeyService
 
@@ -136,7 +137,7 @@ async def create_key(pepper: str) -> str:
     await asyncio.to_thread(apply, DB_URL)
     db = open_db(DB_URL, pool_size=2)
     try:
-        keys = KeyService(db, pepper=pepper, previous_pepper="", cache_seconds=1.0)
+        keys = KeyService(KeyTable(db), pepper=pepper, previous_pepper="", cache_seconds=1.0)
         limits = {"requests_per_minute": 0, "tokens_per_minute": 0}
         _, secret = await keys.create(
             tenant_id="bench", name=f"bench-{int(time.time())}", scopes=["llm"], limits=limits, create_tenant=True

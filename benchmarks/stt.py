@@ -42,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 from lexia.audio import decode_file  # noqa: E402
 from lexia.db import open_db  # noqa: E402
+from lexia.db.keys import KeyTable  # noqa: E402
 from lexia.db.migrations import apply, ensure_database  # noqa: E402
 from lexia.engines.base import STTOptions  # noqa: E402
 from lexia.engines.whisper import WhisperConfig, transcribe_kwargs  # noqa: E402
@@ -116,7 +117,7 @@ async def _make_key() -> str:
     ensure_database(DB_URL)
     apply(DB_URL)
     db = open_db(DB_URL, pool_size=1)
-    keys = KeyService(db, pepper=PEPPER)
+    keys = KeyService(KeyTable(db), pepper=PEPPER)
     _, secret = await keys.create(
         tenant_id="bench", name="stt", scopes=["*"], create_tenant=True,
         limits={"requests_per_minute": 0, "audio_seconds_per_hour": 0},

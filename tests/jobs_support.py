@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -95,6 +96,11 @@ class StubWorker:
     def stop(self) -> None:
         self.worker.stop(timeout=10_000)
         self.broker.close()
+
+    async def drained(self, queue: str = "jobs", *, timeout: float = 15.0) -> None:
+        """Wait until the worker has processed every message sent to `queue` (acknowledged, not merely
+        received); raises dramatiq's QueueJoinTimeout if nothing consumes them (a stopped worker)."""
+        await asyncio.to_thread(self.broker.join, queue, timeout=int(timeout * 1000))
 
 
 @contextlib.contextmanager

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import psycopg
 
 from lexia.db.migrations import libpq_dsn
 from lexia.services.access.keys import hash_key
 from tests.conftest import TEST_DB_URL, AppFactory, TestApp, bearer
+from tests.harness import FakeClock
 
 
 def assert_error(response, status: int, code: str, param: str | None = None) -> dict:  # type: ignore[no-untyped-def]
@@ -50,10 +50,14 @@ async def test_key_refused_when_revoked(api: TestApp) -> None:
     assert_error(response, 401, "revoked_api_key")
 
 
-async def test_key_refused_when_expired(api: TestApp) -> None:
-    key, secret = await api.make_key("llm", expires_at=datetime.now(UTC) + timedelta(seconds=1))
+async def test_key_refused_when_expired(start_app: AppFactory) -> None:
+    clock = FakeClock()
+    api = await start_app(clock=clock)
+    _, secret = await api.make_key("llm", expires_at=clock.now() + timedelta(seconds=30))
     assert (await api.client.get("/v1/models", headers=bearer(secret))).status_code == 200
-    await asyncio.sleep(1.1)
+    clock.advance(29)
+    assert (await api.client.get("/v1/models", headers=bearer(secret))).status_code == 200
+    clock.advance(1)
     assert_error(await api.client.get("/v1/models", headers=bearer(secret)), 401, "expired_api_key")
 
 
@@ -102,13 +106,16 @@ async def test_only_hmac_is_stored(api: TestApp) -> None:
 
 
 async def test_revocation_reaches_another_process_within_one_second(start_app: AppFactory) -> None:
-    first = await start_app()
-    second = await start_app()
+    clock = FakeClock()  # LEXIA_KEY_CACHE_SECONDS=1 of the other process's cache, without waiting for it
+    first = await start_app(clock=clock)
+    second = await start_app(clock=clock)
     key, secret = await first.make_key("llm")
     assert (await second.client.get("/v1/models", headers=bearer(secret))).status_code == 200
     await first.services.keys.revoke(key.tenant_id, key.id, guard_last_admin=False)
     assert_error(await first.client.get("/v1/models", headers=bearer(secret)), 401, "revoked_api_key")
-    await asyncio.sleep(1.05)
+    clock.advance(0.4)
+    assert (await second.client.get("/v1/models", headers=bearer(secret))).status_code == 200  # its cache
+    clock.advance(0.6)
     assert_error(await second.client.get("/v1/models", headers=bearer(secret)), 401, "revoked_api_key")
 
 

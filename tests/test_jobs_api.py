@@ -4,6 +4,7 @@ pagination, tenancy, cancellation and deletion (the job pipeline itself: test_wo
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 from lexia.ids import new_id
 from lexia.queue import ListQueue
 from tests.conftest import bearer
-from tests.harness import AppFactory, TestApp
+from tests.harness import AppFactory, TestApp, wait_for
 from tests.jobs_support import job_settings, sql, wav_bytes
 from tests.test_auth import assert_error
 
@@ -233,7 +234,12 @@ async def test_idempotency_key_in_use_while_the_first_request_is_received(api: A
         "/v1/transcriptions", content=slow_body(),
         headers={**api.auth, **key, "Content-Type": "multipart/form-data; boundary=lexiab"},
     ))
-    await asyncio.sleep(0.3)
+    lock = f"lexia:idem:acme:{hashlib.sha256(b'slow-upload').hexdigest()}"
+
+    async def receiving() -> bool:  # the first request holds the key's lock while its body arrives
+        return bool(await api.served.services.redis.exists(lock))
+
+    await wait_for(receiving, timeout=5, every=0.01)
     assert_error(await api.submit(headers=key), 409, "idempotency_key_in_use")
     assert (await first).status_code == 202
     replay = await api.submit(headers=key)

@@ -179,7 +179,16 @@ async def test_all_jobs_complete_once_when_a_worker_is_killed_mid_job(
             )
 
         await wait_for(all_delivered, timeout=20, every=0.1)
-        await asyncio.sleep(0.5)  # room for a duplicate to show up, if there were one
+
+        async def no_delivery_left() -> bool:
+            # Every delivery message acknowledged (the broker drops a message from `<queue>.msgs`
+            # once acked), so no duplicate POST can still be on its way; a stopped worker never gets
+            # here. (The killed worker's job message stays unacked until Dramatiq's own recovery
+            # requeues it; its claim then skips the completed job.)
+            redis = api.services.redis
+            return await redis.hlen("lexia:webhooks.msgs") + await redis.hlen("lexia:webhooks.DQ.msgs") == 0
+
+        await wait_for(no_delivery_left, timeout=20, every=0.1)
         assert survivor.poll() is None, "the surviving worker must keep running"
     finally:
         hook.close()

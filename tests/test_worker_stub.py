@@ -37,6 +37,7 @@ class CountingSTT(FakeSTT):
         self.segments = 0
         self.calls = 0
         self.fail = fail
+        self.ended = False  # the last call returned or was cancelled
 
     async def transcribe(
         self,
@@ -54,7 +55,22 @@ class CountingSTT(FakeSTT):
             if on_segment is not None:
                 on_segment(segment)
 
-        return await super().transcribe(audio, options, progress, counted)
+        self.ended = False
+        try:
+            return await super().transcribe(audio, options, progress, counted)
+        finally:
+            self.ended = True
+
+
+async def test_drained_fails_when_no_worker_consumes_the_queue(tmp_path: Path) -> None:
+    """The condition the tests wait on cannot pass by itself: with the worker stopped it times out."""
+    from dramatiq.errors import QueueJoinTimeout
+
+    with stub_worker(job_settings(tmp_path)) as w:
+        w.worker.stop(timeout=10_000)
+        await w.queue.enqueue("transcription.run", "tr_01JDX8Q6ZK3M4N5P6Q7R8S9T0V", queue="jobs")
+        with pytest.raises(QueueJoinTimeout):
+            await w.drained(timeout=0.5)
 
 
 def engines(stt: FakeSTT | None = None) -> Engines:
@@ -202,10 +218,8 @@ async def test_cancel_while_processing_stops_the_engine(serve_app: AppFactory, t
         await wait_for(started)
         response = await api.client.delete(f"/v1/jobs/{job['id']}", headers=bearer(key))
         assert response.status_code == 200 and response.json()["status"] == "cancelled"
-        await asyncio.sleep(1.5)
-        stopped_at = stt.segments
-        await asyncio.sleep(1.0)
-        assert stt.segments == stopped_at < 8  # stopped at a segment boundary, long before its 8 segments
+        await w.drained()  # the attempt has ended: its heartbeat saw the cancel and stopped the engine
+        assert stt.ended and stt.segments < 8  # stopped at a segment boundary, long before its 8 segments
         body = (await api.client.get(f"/v1/transcriptions/{job['id']}", headers=bearer(key))).json()
         assert body["status"] == "cancelled" and body["text"] is None and body["words"] is None
         assert_error(await api.client.delete(f"/v1/jobs/{job['id']}", headers=bearer(key)), 409, "not_cancellable")
@@ -230,7 +244,7 @@ async def test_queued_job_never_starts_once_cancelled(serve_app: AppFactory, tmp
     stt = CountingSTT()
     with stub_worker(settings, engines=engines(stt)) as w:
         await w.queue.enqueue("transcription.run", job["id"], queue="jobs")  # the message arrives after the cancel
-        await asyncio.sleep(0.5)
+        await w.drained()  # the actor ran and acknowledged it
     assert stt.calls == 0
     assert sql("SELECT status, attempts, started_at FROM jobs WHERE id = %s", job["id"]) == [("cancelled", 0, None)]
 

@@ -20,9 +20,6 @@ from litestar.exceptions import (
 )
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import HTTP_413_REQUEST_ENTITY_TOO_LARGE
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from lexia.api.requestid import request_id
 from lexia.errors import (
@@ -39,6 +36,7 @@ from lexia.errors import (
     ValidationFailed,
 )
 from lexia.schemas.common import ErrorResponse
+from lexia.services.health import is_outage
 
 log = logging.getLogger("lexia.api")
 
@@ -120,7 +118,7 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
         error = _from_http_exception(request, exc)
     elif isinstance(exc, msgspec.ValidationError):
         error = validation_error(str(exc))
-    elif isinstance(exc, DBAPIError | RedisConnectionError | RedisTimeoutError) and _is_outage(exc):
+    elif is_outage(exc):
         log.error("dependency unavailable: %s", type(exc).__name__)
         error = ServiceUnavailable("A backing service (database or Redis) is unavailable; retry shortly")
     else:
@@ -128,13 +126,6 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
         log.error("unhandled error [%s] %s %s", rid, request.method, request.url.path, exc_info=exc)
         error = InternalError(f"Internal server error (request id {rid})")
     return error_response(error)
-
-
-def _is_outage(exc: Exception) -> bool:
-    """Connection-level failures (not SQL errors in our own queries)."""
-    if isinstance(exc, DBAPIError):
-        return bool(exc.connection_invalidated) or isinstance(exc, OperationalError | InterfaceError)
-    return True
 
 
 # -- what each route documents ------------------------------------------------------------------

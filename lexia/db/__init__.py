@@ -7,7 +7,14 @@ hand typed rows (`lexia.db.rows`) to the services, which never write SQL themsel
 
 from __future__ import annotations
 
+import psycopg
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+# What a failed database call raises (the services catch these without knowing SQLAlchemy).
+DatabaseError = (SQLAlchemyError, psycopg.Error)
+Database = AsyncEngine
 
 
 def open_db(url: str, *, pool_size: int = 10) -> AsyncEngine:
@@ -25,3 +32,16 @@ def open_db(url: str, *, pool_size: int = 10) -> AsyncEngine:
         connect_args={"connect_timeout": 5},
         hide_parameters=True,
     )
+
+
+async def ping(db: AsyncEngine) -> None:
+    """One round trip (readiness)."""
+    async with db.connect() as conn:
+        await conn.execute(text("SELECT 1"))
+
+
+def is_outage(exc: BaseException) -> bool:
+    """True for a lost or refused database connection (not an error in a query)."""
+    if isinstance(exc, DBAPIError):
+        return bool(exc.connection_invalidated) or isinstance(exc, OperationalError | InterfaceError)
+    return isinstance(exc, psycopg.OperationalError)

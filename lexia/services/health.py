@@ -15,11 +15,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
-from sqlalchemy import text
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from lexia.db import Database, DatabaseError, ping
+from lexia.db import is_outage as db_outage
 from lexia.engines.base import Engines
 from lexia.errors import EngineUnavailable, LexiaError, ServiceUnavailable
 from lexia.metrics import Metrics
@@ -35,22 +36,21 @@ ENGINE_KINDS = ("llm", "stt", "diarization")
 async def _guard(check: Callable[[], Awaitable[str]]) -> str:
     try:
         return await asyncio.wait_for(check(), CHECK_TIMEOUT)
-    except (TimeoutError, RedisError, OSError, SQLAlchemyError, EngineUnavailable, ValueError):
+    except (TimeoutError, RedisError, OSError, *DatabaseError, EngineUnavailable, ValueError):
         return "fail"
 
 
 class Health:
     """Readiness checks of one process."""
 
-    def __init__(self, db: AsyncEngine, redis: aioredis.Redis, engines: Engines, metrics: Metrics) -> None:
+    def __init__(self, db: Database, redis: aioredis.Redis, engines: Engines, metrics: Metrics) -> None:
         self._db = db
         self._redis = redis
         self._engines = engines
         self._metrics = metrics
 
     async def _database(self) -> str:
-        async with self._db.connect() as conn:
-            await conn.execute(text("SELECT 1"))
+        await ping(self._db)
         return "ok"
 
     async def _redis_ping(self) -> str:
@@ -86,12 +86,17 @@ class Health:
         return checks, ServiceUnavailable(message)
 
 
+def is_outage(exc: BaseException) -> bool:
+    """A lost or refused PostgreSQL or Redis connection (answered 503, not 500)."""
+    return isinstance(exc, RedisConnectionError | RedisTimeoutError) or db_outage(exc)
+
+
 async def refresh_gauges(jobs: JobStore, pod: PodMetrics, metrics: Metrics) -> None:
     """lexia_jobs{kind,status} from the database and the pod-wide totals from Redis (each bounded
     in time; on failure the last values stay)."""
 
     async def job_gauges() -> None:
-        with contextlib.suppress(SQLAlchemyError, OSError, TimeoutError):
+        with contextlib.suppress(*DatabaseError, OSError, TimeoutError):
             counts = await asyncio.wait_for(jobs.active_counts(), CHECK_TIMEOUT)
             for (kind, status), count in counts.items():
                 metrics.jobs.labels(kind, status).set(count)

@@ -16,10 +16,9 @@ from typing import Literal
 
 import httpx
 import redis.asyncio as aioredis
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from lexia.clock import SYSTEM_CLOCK, Clock
-from lexia.db import open_db
+from lexia.db import Database, open_db
 from lexia.db.jobs import JobTable
 from lexia.db.keys import KeyTable, TenantTable
 from lexia.db.rows import JobRow
@@ -65,7 +64,7 @@ class Services:
     """The services of one process, built once by build_services()."""
 
     settings: Settings
-    db: AsyncEngine
+    db: Database
     redis: aioredis.Redis
     engines: Engines
     queue: JobQueue

@@ -11,10 +11,8 @@ from datetime import UTC, date, datetime, timedelta
 from operator import attrgetter
 from typing import Any
 
-import psycopg
-from sqlalchemy.exc import SQLAlchemyError
-
 from lexia.clock import SYSTEM_CLOCK, Clock
+from lexia.db import DatabaseError
 from lexia.db.usage import USAGE_COLUMNS, UsageTable
 from lexia.errors import NotFound, ValidationFailed
 from lexia.ids import is_id
@@ -110,7 +108,7 @@ class UsageRecorder:
             if self._after_flush is not None:
                 try:
                     await self._after_flush()
-                except SQLAlchemyError as exc:
+                except DatabaseError as exc:
                     log.warning("last-used update failed: %s", type(exc).__name__)
             self._drain_rollup()
             written = 0
@@ -118,7 +116,7 @@ class UsageRecorder:
                 batch = self._buffer[: self._batch * 4]
                 try:
                     await self._copy(batch)
-                except (SQLAlchemyError, OSError, psycopg.Error) as exc:
+                except (*DatabaseError, OSError) as exc:
                     log.warning("usage ledger: write failed (%s); will retry", type(exc).__name__)
                     return written
                 del self._buffer[: len(batch)]
