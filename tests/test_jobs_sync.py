@@ -64,10 +64,10 @@ async def test_cancelling_a_running_sync_diarization_answers_cancelled(serve_app
     api, key = await start(serve_app, tmp_path, diarizer=FakeDiarizer(delay=1.0))
     request = asyncio.create_task(post(api, key, "/v1/diarization/sync", wav_bytes(4.0, tmp_path / "a.wav")))
 
-    async def running() -> list[tuple[Any, ...]]:
-        return sql("SELECT id FROM jobs WHERE status = 'processing'")
+    async def running() -> list[str]:  # the run registered in this process (just after its row's commit)
+        return list(api.services.sync_jobs._runs)
 
-    ((job_id,),) = await wait_for(running)
+    (job_id,) = await wait_for(running)
     run = api.services.sync_jobs._runs[job_id]
     cancelled = await api.client.delete(f"/v1/jobs/{job_id}", headers=bearer(key))
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"

@@ -48,6 +48,9 @@ Req = Request[Any, Any, Any]
 KEEPALIVE_SECONDS = 15.0
 FORM = FormShape(lists=AUDIO_LIST_FIELDS)
 AUDIO_ERRORS = documented(400, 404, 413, 415, 422, 504)
+AUDIO_OK = ResponseSpec(
+    TranscriptionText, generate_examples=False, description="The transcript in the requested response_format"
+)
 
 
 class Progress:
@@ -85,7 +88,7 @@ class AudioController(Controller):
 
     @post(
         "/transcriptions", status_code=200, operation_class=upload_operation(TranscriptionForm, json_alternative=False),
-        responses={200: ResponseSpec(TranscriptionText), **AUDIO_ERRORS},
+        responses={200: AUDIO_OK, **AUDIO_ERRORS},
     )
     async def transcriptions(
         self, request: Req, audio_calls: AudioCalls, caller: ApiKey, limits: dict[str, int]
@@ -96,7 +99,7 @@ class AudioController(Controller):
 
     @post(
         "/translations", status_code=200, operation_class=upload_operation(TranslationForm, json_alternative=False),
-        responses={200: ResponseSpec(TranscriptionText), **AUDIO_ERRORS},
+        responses={200: AUDIO_OK, **AUDIO_ERRORS},
     )
     async def translations(
         self, request: Req, audio_calls: AudioCalls, caller: ApiKey, limits: dict[str, int]

@@ -29,6 +29,8 @@ from lexia.services.llm.chat import Call, LLMService
 
 Req = Request[Any, Any, Any]
 LLM_ERRORS = documented(400, 404, 413, 415, 422)
+CHAT_OK = ResponseSpec(ChatCompletion, generate_examples=False, description="A chat.completion, or SSE chunks")
+TEXT_OK = ResponseSpec(TextCompletion, generate_examples=False, description="A text_completion, or SSE chunks")
 
 
 class HttpMeter:
@@ -57,7 +59,7 @@ class HttpMeter:
 
 
 async def answer(request: Req, llm: LLMService, call: Call) -> Response[Any]:
-    """The completion object, or the SSE stream of chunks when the call streams."""
+    """The completion object, or the SSE stream of chunks when the call streams (503 without an LLM)."""
     meter = HttpMeter(request, call.shape.model)
     generation = await llm.open(call, meter)
     if not call.stream:
@@ -72,13 +74,12 @@ class ChatController(Controller):
     path = "/v1/chat"
     opt = secured("llm", "tokens")
 
-    @post("/completions", status_code=200, responses={200: ResponseSpec(ChatCompletion), **LLM_ERRORS})
+    @post("/completions", status_code=200, responses={200: CHAT_OK, **LLM_ERRORS})
     async def chat_completions(self, request: Req, data: ChatCompletionRequest, llm: LLMService) -> Response[Any]:
         """OpenAI Chat Completions, streamed (SSE) or not."""
         llm.ensure_available()
         unknown = unknown_fields(await request.body(), ChatCompletionRequest)
-        call = llm.chat_call(data, unknown, request_id(request.scope))
-        return await answer(request, llm, call)
+        return await answer(request, llm, llm.chat_call(data, unknown, request_id(request.scope)))
 
 
 class CompletionsController(Controller):
@@ -87,10 +88,9 @@ class CompletionsController(Controller):
     path = "/v1/completions"
     opt = secured("llm", "tokens")
 
-    @post("/", status_code=200, responses={200: ResponseSpec(TextCompletion), **LLM_ERRORS})
+    @post("/", status_code=200, responses={200: TEXT_OK, **LLM_ERRORS})
     async def completions(self, request: Req, data: CompletionRequest, llm: LLMService) -> Response[Any]:
         """OpenAI legacy text completions, streamed (SSE) or not."""
         llm.ensure_available()
         unknown = unknown_fields(await request.body(), CompletionRequest)
-        call = llm.completion_call(data, unknown, request_id(request.scope))
-        return await answer(request, llm, call)
+        return await answer(request, llm, llm.completion_call(data, unknown, request_id(request.scope)))

@@ -10,7 +10,7 @@ from lexia.api.body import FormShape, upload_operation
 from lexia.api.errors import documented
 from lexia.api.params import After, IdempotencyKey, Limit
 from lexia.api.security import secured
-from lexia.api.submit import idempotency_key, receive_job, submitted
+from lexia.api.submit import JobIntake, submitted
 from lexia.engines.base import Engines
 from lexia.schemas.common import Page, page
 from lexia.schemas.diarization import (
@@ -30,7 +30,10 @@ from lexia.services.speech.diarization import diarization_options, diarization_s
 from lexia.settings import Settings
 
 Req = Request[Any, Any, Any]
-FORM = FormShape(lists=DIARIZATION_LIST_FIELDS, objects=DIARIZATION_OBJECT_FIELDS)
+INTAKE = JobIntake(
+    DIARIZATION, DiarizationRequest, FormShape(lists=DIARIZATION_LIST_FIELDS, objects=DIARIZATION_OBJECT_FIELDS),
+    lambda fields, engines, settings, sync: diarization_options(fields, engines, settings, sync=sync),
+)
 UPLOAD = upload_operation(DiarizationRequest, json_alternative=True)
 
 
@@ -49,14 +52,10 @@ class DiarizationController(Controller):
         limits: dict[str, int], request_id: str, key: IdempotencyKey = None,
     ) -> Response[Diarization]:
         """Queue a diarization: 202 with the diarization in `queued` and its Location."""
-        async with submissions.open(
-            caller, limits, DIARIZATION, idempotency_key(key), mode="async", owner=request_id
-        ) as submission:
-            job = await receive_job(
-                request, submission, DiarizationRequest, FORM,
-                lambda fields: diarization_options(fields, engines, settings.engines, sync=False),
-            )
-            done = await submission.submit(job)
+        done = await INTAKE.create(
+            request, submissions, caller=caller, limits=limits, owner=request_id, key=key, mode="async",
+            engines=engines, settings=settings.engines,
+        )
         return submitted(DIARIZATION, done, 202)
 
     @post(
@@ -68,18 +67,11 @@ class DiarizationController(Controller):
         caller: ApiKey, limits: dict[str, int], request_id: str, key: IdempotencyKey = None,
     ) -> Response[Diarization]:
         """Diarize now in this process; 200 with the stored diarization (504 with Location past the wait limit)."""
-        async with submissions.open(
-            caller, limits, DIARIZATION, idempotency_key(key), mode="sync", owner=request_id
-        ) as submission:
-            job = await receive_job(
-                request, submission, DiarizationRequest, FORM,
-                lambda fields: diarization_options(fields, engines, settings.engines, sync=True),
-            )
-            done = await submission.submit(job)
-        if done.run is None:
-            return submitted(DIARIZATION, done, 200)
-        row = await sync_jobs.wait(done.run)
-        return Response(diarization_view(row), headers={"Location": f"{DIARIZATION.path}/{row.id}"})
+        done = await INTAKE.create(
+            request, submissions, caller=caller, limits=limits, owner=request_id, key=key, mode="sync",
+            engines=engines, settings=settings.engines,
+        )
+        return await INTAKE.answer(done, sync_jobs)
 
     @get("/", responses=documented(422))
     async def list_diarizations(

@@ -9,6 +9,7 @@ the kind's request struct, the service validates them into options, and the answ
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import msgspec
@@ -16,18 +17,17 @@ from litestar import Request, Response
 
 from lexia.api.body import FormShape, body_chunks, convert, form_values, is_json, media_type, read_json_object
 from lexia.api.deps import current_services, jobs_headers
+from lexia.engines.base import Engines
 from lexia.errors import UnsupportedMediaType
 from lexia.services.access.idempotency import parse_key
+from lexia.services.access.keys import ApiKey
 from lexia.services.jobs.kinds import JobKind
-from lexia.services.jobs.submission import JobRequest, JobSubmission, Submitted
+from lexia.services.jobs.submission import JobRequest, JobSubmission, Mode, Submissions, Submitted
+from lexia.services.jobs.sync import SyncJobs
+from lexia.settings import EngineSettings
 
 Req = Request[Any, Any, Any]
 S = TypeVar("S", bound=msgspec.Struct)
-
-def idempotency_key(value: str | None) -> str | None:
-    """The key, or 400 malformed_request."""
-    return parse_key(value)
-
 
 async def receive_job(
     request: Req,
@@ -67,6 +67,37 @@ async def receive_job(
         audio_retention_hours=getattr(fields, "audio_retention_hours", None),
         result_retention_days=getattr(fields, "result_retention_days", None),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class JobIntake:
+    """How the create routes of one job kind read their bodies: the kind, its request struct and
+    multipart encoding, and the service that turns the fields into stored options."""
+
+    kind: JobKind
+    struct: type[msgspec.Struct]
+    form: FormShape
+    options: Callable[[Any, Engines, EngineSettings, bool], dict[str, Any]]  # (fields, engines, settings, sync)
+
+    async def create(
+        self, request: Req, submissions: Submissions, *, caller: ApiKey, limits: dict[str, int], owner: str,
+        key: str | None, mode: Mode, engines: Engines, settings: EngineSettings,
+    ) -> Submitted:
+        """Admit, receive and validate the body, then submit: the job created, replayed, or running here."""
+        sync = mode == "sync"
+
+        def validate(fields: Any) -> dict[str, Any]:
+            return self.options(fields, engines, settings, sync)
+
+        async with submissions.open(caller, limits, self.kind, parse_key(key), mode=mode, owner=owner) as submission:
+            return await submission.submit(await receive_job(request, submission, self.struct, self.form, validate))
+
+    async def answer(self, done: Submitted, sync_jobs: SyncJobs) -> Response[Any]:
+        """A sync submission's answer: the finished resource, or the replayed one as it is now (§1.7)."""
+        if done.run is None:
+            return submitted(self.kind, done, 200)
+        row = await sync_jobs.wait(done.run)
+        return Response(self.kind.view(row, None), headers={"Location": f"{self.kind.path}/{row.id}"})
 
 
 def submitted(kind: JobKind, done: Submitted, status_code: int) -> Response[Any]:

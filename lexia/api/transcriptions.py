@@ -13,7 +13,7 @@ from lexia.api.body import FormShape, upload_operation
 from lexia.api.errors import documented
 from lexia.api.params import After, IdempotencyKey, Limit
 from lexia.api.security import secured
-from lexia.api.submit import idempotency_key, receive_job, submitted
+from lexia.api.submit import JobIntake, submitted
 from lexia.engines.base import Engines
 from lexia.errors import Gone
 from lexia.schemas.common import Page, page
@@ -44,7 +44,10 @@ from lexia.services.speech.transcripts import (
 from lexia.settings import Settings
 
 Req = Request[Any, Any, Any]
-FORM = FormShape(lists=TRANSCRIPT_LIST_FIELDS, objects=TRANSCRIPT_OBJECT_FIELDS)
+INTAKE = JobIntake(
+    TRANSCRIPTION, TranscriptRequest, FormShape(lists=TRANSCRIPT_LIST_FIELDS, objects=TRANSCRIPT_OBJECT_FIELDS),
+    lambda fields, engines, settings, sync: transcription_options(fields, engines, settings, sync=sync),
+)
 UPLOAD = upload_operation(TranscriptRequest, json_alternative=True)
 CharsPerCaption = Annotated[int, Parameter(ge=10, le=500, description="caption width")]
 
@@ -65,14 +68,10 @@ class TranscriptionController(Controller):
     ) -> Response[Transcript]:
         """Queue a transcription: 202 with the transcript in `queued` and its Location."""
         require_stt(engines)
-        async with submissions.open(
-            caller, limits, TRANSCRIPTION, idempotency_key(key), mode="async", owner=request_id
-        ) as submission:
-            job = await receive_job(
-                request, submission, TranscriptRequest, FORM,
-                lambda fields: transcription_options(fields, engines, settings.engines, sync=False),
-            )
-            done = await submission.submit(job)
+        done = await INTAKE.create(
+            request, submissions, caller=caller, limits=limits, owner=request_id, key=key, mode="async",
+            engines=engines, settings=settings.engines,
+        )
         return submitted(TRANSCRIPTION, done, 202)
 
     @post(
@@ -86,18 +85,11 @@ class TranscriptionController(Controller):
         """Transcribe now in this process and answer the stored transcript (504 with Location past
         the wait limit; the job goes on). A replay (§1.7) answers the transcript as it is now."""
         require_stt(engines)
-        async with submissions.open(
-            caller, limits, TRANSCRIPTION, idempotency_key(key), mode="sync", owner=request_id
-        ) as submission:
-            job = await receive_job(
-                request, submission, TranscriptRequest, FORM,
-                lambda fields: transcription_options(fields, engines, settings.engines, sync=True),
-            )
-            done = await submission.submit(job)
-        if done.run is None:
-            return submitted(TRANSCRIPTION, done, 200)
-        row = await sync_jobs.wait(done.run)
-        return Response(transcript_view(row), headers={"Location": f"{TRANSCRIPTION.path}/{row.id}"})
+        done = await INTAKE.create(
+            request, submissions, caller=caller, limits=limits, owner=request_id, key=key, mode="sync",
+            engines=engines, settings=settings.engines,
+        )
+        return await INTAKE.answer(done, sync_jobs)
 
     @get("/", responses=documented(422))
     async def list_transcripts(

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import msgspec
 
 from lexia.db.rows import JobRow
-from lexia.engines.base import Audio, DiarizeOptions, Engines, SpeakerTurn
+from lexia.engines.base import Audio, Engines, SpeakerTurn
 from lexia.errors import Conflict, Gone, ValidationFailed
 from lexia.schemas.diarization import (
     Diarization,
@@ -19,7 +18,7 @@ from lexia.schemas.diarization import (
     SpeakerTotal,
 )
 from lexia.services.speech.speakers import speaker_label
-from lexia.services.speech.transcription import check_speakers, require_diarizer
+from lexia.services.speech.transcription import StoredOptions, check_speakers, require_diarizer
 from lexia.services.speech.transcripts import resource_fields
 from lexia.settings import EngineSettings
 
@@ -30,31 +29,10 @@ ALIASES = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class DiarizationOptions:
+class DiarizationOptions(StoredOptions, frozen=True, kw_only=True):
     """Validated options of one diarization (stored in the job's `options`)."""
 
     model: str
-    speakers_expected: int | None = None
-    min_speakers_expected: int | None = None
-    max_speakers_expected: int | None = None
-
-    def diarize_options(self) -> DiarizeOptions:
-        """Speaker-count hints for the engine."""
-        return DiarizeOptions(
-            num_speakers=self.speakers_expected,
-            min_speakers=self.min_speakers_expected,
-            max_speakers=self.max_speakers_expected,
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        """JSON-ready dict."""
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> DiarizationOptions:
-        """Inverse of to_json (unknown keys ignored)."""
-        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
 
 def options_from_request(

@@ -11,8 +11,10 @@ import contextlib
 import logging
 import unicodedata
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal, Self
+
+import msgspec
 
 from lexia.engines.base import (
     Audio,
@@ -40,8 +42,32 @@ MAX_PROMPT_CHARS = 1000
 _INNER_KEEP = frozenset("'’-")
 
 
-@dataclass(frozen=True, slots=True)
-class TranscriptionOptions:
+class StoredOptions(msgspec.Struct, frozen=True, kw_only=True):
+    """Validated options kept in a job's `options` column (JSON) and read back by the worker."""
+
+    speakers_expected: int | None = None
+    min_speakers_expected: int | None = None
+    max_speakers_expected: int | None = None
+
+    def diarize_options(self) -> DiarizeOptions:
+        """Speaker-count hints for the diarizer."""
+        return DiarizeOptions(
+            num_speakers=self.speakers_expected,
+            min_speakers=self.min_speakers_expected,
+            max_speakers=self.max_speakers_expected,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return msgspec.to_builtins(self)  # type: ignore[no-any-return]
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Self:
+        """Inverse of to_json (unknown keys ignored)."""
+        return msgspec.convert(data, cls)
+
+
+class TranscriptionOptions(StoredOptions, frozen=True, kw_only=True):
     """Validated options of one transcription (stored in the job's `options`)."""
 
     speech_model: str
@@ -52,9 +78,6 @@ class TranscriptionOptions:
     keyterms_prompt: tuple[str, ...] = ()
     prompt: str | None = None
     speaker_labels: bool = False
-    speakers_expected: int | None = None
-    min_speakers_expected: int | None = None
-    max_speakers_expected: int | None = None
     task: Literal["transcribe", "translate"] = "transcribe"
     temperature: float = 0.0
 
@@ -69,26 +92,6 @@ class TranscriptionOptions:
             word_timestamps=True,
         )
 
-    def diarize_options(self) -> DiarizeOptions:
-        """Speaker-count hints for the diarizer."""
-        return DiarizeOptions(
-            num_speakers=self.speakers_expected,
-            min_speakers=self.min_speakers_expected,
-            max_speakers=self.max_speakers_expected,
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        """JSON-ready dict."""
-        data = asdict(self)
-        data["keyterms_prompt"] = list(self.keyterms_prompt)
-        return data
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> TranscriptionOptions:
-        """Inverse of to_json (unknown keys ignored)."""
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        known["keyterms_prompt"] = tuple(known.get("keyterms_prompt") or ())
-        return cls(**known)
 
 
 @dataclass(slots=True)
