@@ -24,6 +24,7 @@ USAGE_STATE = "lexia.usage"
 RL_HEADERS_STATE = "lexia.rl_headers"
 
 _CURRENT: ContextVar[Services] = ContextVar("lexia.services")
+_CALLER: ContextVar[ApiKey] = ContextVar("lexia.caller")
 
 
 def bind_services(svc: Services) -> None:
@@ -43,6 +44,16 @@ def current_services() -> Services:
 def caller(request: Request[Any, Any, Any]) -> ApiKey:
     """The authenticated key (set by the auth hook)."""
     return request.scope["state"][KEY_STATE]  # type: ignore[no-any-return]
+
+
+def bind_caller(key: ApiKey) -> None:
+    """Make `key` the current request's caller (the auth hook does it once the key is checked)."""
+    _CALLER.set(key)
+
+
+def current_caller() -> ApiKey:
+    """The current request's authenticated key, for the DI-free hot GETs (like current_services)."""
+    return _CALLER.get()
 
 
 def caller_limits(request: Request[Any, Any, Any]) -> dict[str, int]:

@@ -7,6 +7,7 @@ from typing import Any
 from litestar import Controller, Request, Response, delete, get, post
 
 from lexia.api.body import FormShape, upload_operation
+from lexia.api.deps import current_caller, current_services
 from lexia.api.errors import documented
 from lexia.api.params import After, IdempotencyKey, Limit
 from lexia.api.security import secured
@@ -81,10 +82,12 @@ class DiarizationController(Controller):
         rows, more = await jobs.rows(caller.tenant_id, DIARIZATION, status=status, limit=limit, after=after)
         return page([diarization_summary(r) for r in rows], more)
 
+    # A polling route: no DI (see JobController.get_job).
     @get("/{diarization_id:str}", responses=documented(404))
-    async def get_diarization(self, diarization_id: str, caller: ApiKey, jobs: JobStore) -> Diarization:
+    async def get_diarization(self, diarization_id: str) -> Diarization:
         """One diarization of the tenant."""
-        row, position = await jobs.located(caller.tenant_id, diarization_id, DIARIZATION)
+        jobs = current_services().jobs
+        row, position = await jobs.located(current_caller().tenant_id, diarization_id, DIARIZATION)
         return diarization_view(row, position)
 
     @delete("/{diarization_id:str}", status_code=200, responses=documented(404))

@@ -12,7 +12,7 @@ from typing import Any
 
 from litestar import Request
 
-from lexia.api.deps import KEY_STATE, LIMITS_STATE, RL_HEADERS_STATE, current_services
+from lexia.api.deps import KEY_STATE, LIMITS_STATE, RL_HEADERS_STATE, bind_caller, current_services
 from lexia.api.requestid import request_id
 from lexia.errors import AuthenticationFailed, PermissionDenied, RateLimited
 from lexia.logs import current_request_id
@@ -79,6 +79,7 @@ async def authorize(request: Request[Any, Any, Any]) -> None:
     key = services.keys.authenticate_cached(presented) or await services.keys.authenticate(presented)
     state = scope["state"]
     state[KEY_STATE] = key
+    bind_caller(key)
     current_request_id.set(request_id(scope))
     required = opt.get(SCOPE_OPT, UNDECLARED)
     if required == UNDECLARED:

@@ -10,6 +10,7 @@ from litestar.params import Parameter
 from litestar.response import File
 
 from lexia.api.body import FormShape, upload_operation
+from lexia.api.deps import current_caller, current_services
 from lexia.api.errors import documented
 from lexia.api.params import After, IdempotencyKey, Limit
 from lexia.api.security import secured
@@ -99,10 +100,12 @@ class TranscriptionController(Controller):
         rows, more = await jobs.rows(caller.tenant_id, TRANSCRIPTION, status=status, limit=limit, after=after)
         return page([transcript_summary(r) for r in rows], more)
 
+    # A polling route: no DI (see JobController.get_job).
     @get("/{transcript_id:str}", responses=documented(404))
-    async def get_transcript(self, transcript_id: str, caller: ApiKey, jobs: JobStore) -> Transcript:
+    async def get_transcript(self, transcript_id: str) -> Transcript:
         """One transcript (its queue position while queued; nulls once erased)."""
-        row, position = await jobs.located(caller.tenant_id, transcript_id, TRANSCRIPTION)
+        jobs = current_services().jobs
+        row, position = await jobs.located(current_caller().tenant_id, transcript_id, TRANSCRIPTION)
         return transcript_view(row, position)
 
     @delete("/{transcript_id:str}", status_code=200, responses=documented(404))
