@@ -22,9 +22,10 @@ import numpy as np
 import numpy.typing as npt
 
 from lexia.engines.base import Audio
-from lexia.errors import AudioDecodeError, PayloadTooLarge
+from lexia.errors import AudioDecodeError, AudioTooShort, PayloadTooLarge
 
 SAMPLE_RATE = 16_000
+MIN_SECONDS = 0.1  # as OpenAI's audio API: shorter audio is refused with 400 audio_too_short
 _GROUP_SAMPLES = 500_000  # as faster_whisper.audio.decode_audio
 
 
@@ -68,14 +69,36 @@ def _declared_duration(container: Any, stream: Any) -> float | None:
     return None
 
 
+def _too_short(param: str) -> AudioTooShort:
+    return AudioTooShort(
+        f"The audio is too short: the minimum audio length is {MIN_SECONDS:g} seconds", param=param
+    )
+
+
 def _first_audio(container: Any, param: str) -> Any:
     if not container.streams.audio:
         raise AudioDecodeError("The file contains no audio stream", param=param, code="no_audio_stream")
     return container.streams.audio[0]
 
 
+def _decodes_minimum(container: Any, stream: Any) -> bool:
+    """True once the first MIN_SECONDS of audio decode (a header may claim more than the file holds)."""
+    import av
+
+    seconds = 0.0
+    try:
+        for frame in _valid_frames(container.decode(stream)):
+            seconds += frame.samples / float(frame.sample_rate or SAMPLE_RATE)
+            if seconds >= MIN_SECONDS:
+                return True
+    except (av.error.FFmpegError, ValueError):
+        return False
+    return False
+
+
 def probe(path: str | Path, *, max_seconds: float | None = None, param: str = "file") -> AudioProbe:
-    """Open the container and read its first audio stream's header (415/413 as §4.1)."""
+    """Open the container, read its first audio stream's header and decode its first 0.1 s
+    (415/413 as §4.1; 400 audio_too_short below 0.1 s)."""
     with _open(Path(path), param) as container:
         stream = _first_audio(container, param)
         duration = _declared_duration(container, stream)
@@ -86,10 +109,12 @@ def probe(path: str | Path, *, max_seconds: float | None = None, param: str = "f
             sample_rate=int(stream.codec_context.sample_rate or 0),
             channels=int(stream.codec_context.channels or 0),
         )
-    if duration == 0:
-        raise AudioDecodeError("The audio has zero duration", param=param, code="empty_audio")
-    if max_seconds is not None and duration is not None and duration > max_seconds:
-        raise _too_long(duration, max_seconds, param)
+        if duration == 0:
+            raise AudioDecodeError("The audio has zero duration", param=param, code="empty_audio")
+        if max_seconds is not None and duration is not None and duration > max_seconds:
+            raise _too_long(duration, max_seconds, param)
+        if (duration is not None and duration < MIN_SECONDS) or not _decodes_minimum(container, stream):
+            raise _too_short(param)
     return info
 
 
@@ -150,6 +175,8 @@ def decode_file(path: str | Path, *, max_seconds: float, param: str = "file") ->
         gc.collect()
     if total == 0:
         raise AudioDecodeError("The audio contains no samples", param=param, code="empty_audio")
+    if total < MIN_SECONDS * SAMPLE_RATE:
+        raise _too_short(param)
     samples = np.concatenate(parts).astype(np.float32) / np.float32(32768.0)
     return Audio(samples=samples, sample_rate=SAMPLE_RATE)
 

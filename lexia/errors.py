@@ -53,6 +53,12 @@ class InvalidJSON(InvalidRequest):
     code = "invalid_json"
 
 
+class AudioTooShort(InvalidRequest):
+    """400: the audio is shorter than the minimum the engines can work on (as OpenAI answers)."""
+
+    code = "audio_too_short"
+
+
 class ContextLengthExceeded(InvalidRequest):
     """400: prompt plus requested output exceed the model context."""
 

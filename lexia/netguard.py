@@ -28,9 +28,16 @@ Resolver = Callable[[str, int], Awaitable[list[str]]]
 _NOT_PUBLIC: tuple[Network, ...] = (
     ipaddress.ip_network("100.64.0.0/10"),  # CGNAT (is_global is already False; kept explicit)
     ipaddress.ip_network("192.0.0.0/24"),  # IETF protocol assignments
-    ipaddress.ip_network("64:ff9b:1::/48"),  # local-use NAT64
-    ipaddress.ip_network("2002::/16"),  # 6to4 (embeds arbitrary IPv4 addresses)
-    ipaddress.ip_network("2001::/32"),  # Teredo (likewise)
+    ipaddress.ip_network("64:ff9b:1::/48"),  # local-use NAT64 (RFC 8215): only inside one network
+    ipaddress.ip_network("2001::/32"),  # Teredo: the client address inside is obfuscated
+)
+# IPv6 forms whose last 32 bits are an IPv4 address a packet may end up at.
+_LOW_32_BITS: tuple[ipaddress.IPv6Network, ...] = (
+    ipaddress.IPv6Network("::/96"),  # IPv4-compatible (deprecated), e.g. ::7f00:2 = 127.0.0.2
+    ipaddress.IPv6Network("::ffff:0:0/96"),  # IPv4-mapped
+    ipaddress.IPv6Network("::ffff:0:0:0/96"),  # IPv4-translated (RFC 2765)
+    ipaddress.IPv6Network("64:ff9b::/96"),  # NAT64 well-known prefix (RFC 6052)
+    ipaddress.IPv6Network("64:ff9b:1::/48"),  # NAT64 local use (RFC 8215)
 )
 
 
@@ -48,12 +55,30 @@ class Target:
     address: str
 
 
+def embedded_ipv4(address: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address carries: mapped, compatible, translated, NAT64, 6to4,
+    Teredo (server and de-obfuscated client) and ISATAP interface identifiers."""
+    found: list[ipaddress.IPv4Address] = []
+    low = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    if any(address in net for net in _LOW_32_BITS):
+        found.append(low)
+    if address.sixtofour is not None:
+        found.append(address.sixtofour)
+    if address.teredo is not None:
+        found.extend(address.teredo)
+    if (int(address) >> 32) & 0xFDFFFFFF == 0x00005EFE:  # ISATAP: ::0:5efe:a.b.c.d or ::200:5efe:…
+        found.append(low)
+    return found
+
+
 def is_public(address: IPAddress) -> bool:
-    """True for a public unicast address (not private, loopback, link-local, CGNAT, reserved…)."""
-    if isinstance(address, ipaddress.IPv6Address):
-        mapped = address.ipv4_mapped or address.sixtofour or (address.teredo or (None, None))[1]
-        if mapped is not None and not is_public(mapped):
-            return False
+    """True for a public unicast address (not private, loopback, link-local, CGNAT, reserved…).
+
+    An IPv6 address that embeds an IPv4 address is judged by that address too, so
+    `::ffff:127.0.0.1`, `::7f00:2`, `64:ff9b::a9fe:a9fe` or `2002:7f00:1::` cannot reach inside.
+    """
+    if isinstance(address, ipaddress.IPv6Address) and not all(is_public(inner) for inner in embedded_ipv4(address)):
+        return False
     if not address.is_global or address.is_multicast or address.is_unspecified:
         return False
     return not any(address in net for net in _NOT_PUBLIC if net.version == address.version)

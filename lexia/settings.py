@@ -377,13 +377,13 @@ def warn_unknown_variables(environ: Mapping[str, str]) -> None:
 
 def unknown_variables(environ: Mapping[str, str]) -> list[tuple[str, str | None]]:
     """LEXIA_* variables no setting reads, each with the closest known name (a likely typo) or None."""
-    known = list(ENV_FIELDS)
+    known = [name.removeprefix("LEXIA_") for name in ENV_FIELDS]  # the shared prefix says nothing
     found: list[tuple[str, str | None]] = []
     for var in sorted(environ):
         if not var.startswith("LEXIA_") or var in ENV_FIELDS or var.startswith(TOOL_PREFIXES):
             continue
-        close = difflib.get_close_matches(var, known, n=1, cutoff=0.6)
-        found.append((var, close[0] if close else None))
+        close = difflib.get_close_matches(var.removeprefix("LEXIA_"), known, n=1, cutoff=0.75)
+        found.append((var, f"LEXIA_{close[0]}" if close else None))
     return found
 
 

@@ -436,3 +436,13 @@ async def test_metrics_count_active_jobs(api: Api) -> None:
     assert 'lexia_jobs{kind="transcription",status="queued"} 1.0' in text
     assert 'lexia_jobs{kind="diarization",status="queued"} 1.0' in text
     assert 'lexia_jobs{kind="transcription",status="processing"} 0.0' in text
+
+
+@pytest.mark.parametrize("path", ["/v1/transcriptions", "/v1/diarization"])
+async def test_audio_under_a_tenth_of_a_second_is_400_audio_too_short(api: Api, path: str) -> None:
+    truncated = api.sample[:60]  # a WAV header claiming 3 s, with no samples behind it
+    assert_error(await api.submit(path, audio=truncated), 400, "audio_too_short", "file")
+    assert_error(await api.submit(path, audio=wav_bytes(0.05, api.storage.parent / "short.wav")), 400,
+                 "audio_too_short", "file")
+    assert sql("SELECT count(*) FROM jobs") == [(0,)]
+    assert api.queue.sent == []

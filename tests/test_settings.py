@@ -81,3 +81,43 @@ def test_dotenv_is_parsed(tmp_path: Path) -> None:
     path = tmp_path / ".env"
     path.write_text("# comment\nexport LEXIA_PORT=8100\nLEXIA_KEY_PEPPER='quoted value'\n\nbad line\n")
     assert read_dotenv(path) == {"LEXIA_PORT": "8100", "LEXIA_KEY_PEPPER": "quoted value"}
+
+
+def test_unknown_variables_are_named_with_the_closest_setting(caplog: pytest.LogCaptureFixture) -> None:
+    from lexia.settings import unknown_variables, warn_unknown_variables
+
+    env = {"LEXIA_KEY_PEPPER": STRONG, "LEXIA_DIARIZATON_BACKEND": "lite", "LEXIA_SOMETHING_ELSE": "1",
+           "LEXIA_TEST_PG": "x", "PATH": "/bin"}
+    assert unknown_variables(env) == [
+        ("LEXIA_DIARIZATON_BACKEND", "LEXIA_DIARIZATION_BACKEND"), ("LEXIA_SOMETHING_ELSE", None)
+    ]
+    with caplog.at_level(logging.WARNING):
+        warn_unknown_variables(env)
+    assert "LEXIA_DIARIZATON_BACKEND is not a Lexia setting and is ignored; did you mean LEXIA_DIARIZATION_BACKEND?" in caplog.text
+    assert load_settings(env).engines.diarization.backend == "pyannote"  # the typo changed nothing
+
+
+def test_malformed_nested_values_name_their_variable() -> None:
+    with pytest.raises(SettingsError, match="LEXIA_STT_BEAM_SIZE"):
+        load_settings({"LEXIA_KEY_PEPPER": STRONG, "LEXIA_STT_BEAM_SIZE": "five"})
+    with pytest.raises(SettingsError, match="LEXIA_DIARIZATION_ENABLED"):
+        load_settings({"LEXIA_KEY_PEPPER": STRONG, "LEXIA_DIARIZATION_ENABLED": "maybe"})
+
+
+def test_each_engine_kind_has_its_section_and_backend() -> None:
+    settings = load_settings({"LEXIA_KEY_PEPPER": STRONG, "LEXIA_STT_MODEL": "base", "LEXIA_LLM_BACKEND": "vllm",
+                              "LEXIA_MAX_SPEAKERS": "8", "LEXIA_STT_MODEL_ALIASES": "whisper-1, w"})
+    assert settings.engines.stt.model == "base" and settings.engines.stt.model_aliases == ("whisper-1", "w")
+    assert settings.engines.llm.backend == "vllm" and settings.engines.diarization.max_speakers == 8
+    assert settings.engines.enabled() == {"llm": True, "stt": True, "diarization": True}
+
+
+async def test_an_unknown_backend_stops_the_start_naming_the_setting() -> None:
+    from lexia.engines.base import EngineLoadError
+    from lexia.engines.registry import open_engines
+
+    settings = load_settings({"LEXIA_KEY_PEPPER": STRONG, "LEXIA_ENGINES": "real", "LEXIA_LLM_ENABLED": "false",
+                              "LEXIA_STT_ENABLED": "false", "LEXIA_DIARIZATION_BACKEND": "nemo"})
+    with pytest.raises(EngineLoadError, match="LEXIA_DIARIZATION_BACKEND='nemo' is not a diarization backend; known: pyannote"):
+        async with open_engines(settings.engines):
+            pass

@@ -32,7 +32,7 @@ from tests.jobs_support import JOB_ENV, job_settings, sql, wait_for, wav_bytes
 ROOT = Path(__file__).resolve().parents[1]
 DRAMATIQ = str(Path(sys.executable).with_name("dramatiq"))
 JOBS = 20
-DELAY = "0.4"  # seconds of fake engine time per audio second: a 3 s clip takes about 2 s
+DELAY = "0.7"  # seconds of fake engine time per audio second: a 3 s clip takes about 2 s
 
 
 class VerifyingReceiver:

@@ -59,7 +59,7 @@ def find_nul(value: Any, path: str = "") -> str | None:
     elif isinstance(value, dict):
         for key in value:
             if isinstance(key, str) and "\x00" in key:
-                return f"{path}.{key}".lstrip(".") if path else key
+                return path or "body"  # the key itself cannot name the field: the object holding it
         items = value.items()
     elif isinstance(value, list | tuple):
         items = enumerate(value)

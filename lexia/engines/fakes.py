@@ -7,9 +7,10 @@ FakeSTT: one word per 0.5 s of audio ("lexia", "fake", "word", …), one segment
 segment reads as a sentence (first word capitalised, a period after the last), like Whisper's.
 FakeDiarizer: speakers alternate every 2 s of audio.
 
-Both take an optional processing delay (FakeSTT `segment_delay` per 5 s segment, FakeDiarizer
-`delay` per audio second), set from LEXIA_FAKE_ENGINE_DELAY (seconds per audio second) by
-fake_engines(), so progress, cancellation and worker crashes can be exercised mid-job.
+Both take an optional processing delay in seconds of wall time per second of audio (`delay`),
+set from LEXIA_FAKE_ENGINE_DELAY by fake_engines(), so progress, cancellation and worker crashes
+can be exercised mid-job; FakeSTT's delay is spent segment by segment, each in proportion to the
+audio it covers, and tests may add a fixed `segment_delay` per segment.
 """
 
 from __future__ import annotations
@@ -46,10 +47,12 @@ class FakeSTT:
         *,
         aliases: Sequence[str] = ("whisper-1",),
         segment_delay: float = 0.0,
+        delay: float = 0.0,
     ) -> None:
         self.model_ids: Sequence[str] = (model_id, *aliases)
         self._info = ModelInfo(id=model_id, kind="stt", created=int(time.time()), aliases=tuple(aliases))
-        self.segment_delay = segment_delay
+        self.segment_delay = segment_delay  # fixed wall time per segment
+        self.delay = delay  # wall time per second of audio
 
     def info(self) -> ModelInfo:
         """The fake model."""
@@ -81,8 +84,9 @@ class FakeSTT:
             group[-1] = replace(group[-1], text=group[-1].text + ".")
             text = "".join(" " + w.text for w in group)
             segment = Segment(len(segments), group[0].start, group[-1].end, text, tuple(group))
-            if self.segment_delay:
-                await asyncio.sleep(self.segment_delay)
+            wait = self.segment_delay + self.delay * (min(start + 5, duration) - start)
+            if wait > 0:
+                await asyncio.sleep(wait)
             segments.append(segment)
             if on_segment is not None:
                 on_segment(segment)

@@ -85,8 +85,7 @@ def fake_engines(settings: EngineSettings) -> Engines:
     if llm.enabled:
         engines.llm = FakeLLM(served, aliases=llm.aliases, context_length=llm.max_model_len or 4096)
     if settings.stt.enabled:
-        # FakeSTT emits one segment per 5 s of audio; LEXIA_FAKE_ENGINE_DELAY is per audio second.
-        engines.stt = FakeSTT(aliases=settings.stt.model_aliases, segment_delay=5 * settings.fake_delay)
+        engines.stt = FakeSTT(aliases=settings.stt.model_aliases, delay=settings.fake_delay)
     if settings.diarization.enabled:
         engines.diarizer = FakeDiarizer(delay=settings.fake_delay)
     return engines

@@ -14,7 +14,7 @@ import pytest
 
 from lexia.audio import decode_file, probe
 from lexia.db.migrations import libpq_dsn
-from lexia.errors import AudioDecodeError
+from lexia.errors import AudioDecodeError, AudioTooShort, LexiaError
 from tests.conftest import TEST_DB_URL, bearer
 from tests.harness import AppFactory
 from tests.stt.media import encoded, video_without_audio, wav
@@ -39,6 +39,8 @@ CASES: dict[str, tuple[Callable[[Path], Path], int, str | float]] = {
     "text-renamed.mp3": (lambda p: (p.write_text("this is not audio at all\n" * 40), p)[1], 415, "audio_decode_failed"),
     "random-bytes.wav": (lambda p: (p.write_bytes(bytes(range(256)) * 64), p)[1], 415, "audio_decode_failed"),
     "video-only.mp4": (video_without_audio, 415, "no_audio_stream"),
+    "short-50ms.wav": (lambda p: wav(p, 0.05), 400, "audio_too_short"),
+    "truncated-60-bytes.wav": (lambda p: (p.write_bytes(wav(p, 2.0).read_bytes()[:60]), p)[1], 400, "audio_too_short"),
     "truncated-half.mp3": (_truncated(0.5), 200, 1.5),
     "truncated-header.mp3": (_truncated(0.01), 415, "audio_decode_failed"),
     "u8-8k.wav": (lambda p: wav(p, rate=8000, subtype="PCM_U8"), 200, 3.0),
@@ -71,9 +73,16 @@ def test_decoder_maps_each_file_to_its_code(audio_set: dict[str, Path], name: st
         assert abs(audio.duration - float(expected)) < 0.1
         assert float(abs(audio.samples).max()) <= 1.0
     else:
-        with pytest.raises(AudioDecodeError) as info:
+        with pytest.raises(LexiaError) as info:
             decode_file(audio_set[name], max_seconds=60)
-        assert info.value.code == expected and info.value.status == 415
+        assert info.value.code == expected and info.value.status == status
+
+
+@pytest.mark.parametrize("name", ["short-50ms.wav", "truncated-60-bytes.wav"])
+def test_probe_refuses_audio_under_a_tenth_of_a_second(audio_set: dict[str, Path], name: str) -> None:
+    with pytest.raises(AudioTooShort) as info:
+        probe(audio_set[name])
+    assert (info.value.status, info.value.param) == (400, "file")
 
 
 def test_probe_reads_headers_without_decoding(audio_set: dict[str, Path]) -> None:
@@ -136,7 +145,7 @@ def test_corrupted_files_never_escape_as_other_errors(audio_set: dict[str, Path]
         path.write_bytes(bytes(data))
         try:
             audio = decode_file(path, max_seconds=60)
-        except (AudioDecodeError, PayloadTooLarge) as exc:
-            assert exc.status in (413, 415)
+        except (AudioDecodeError, PayloadTooLarge, AudioTooShort) as exc:
+            assert exc.status in (400, 413, 415)
         else:
             assert audio.samples.ndim == 1 and audio.duration <= 60

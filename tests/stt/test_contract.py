@@ -111,3 +111,17 @@ async def test_cancel_stops_at_a_segment_boundary(engine: STTEngine, speech: Aud
     assert time.monotonic() - started < 30
     # The engine is free again afterwards.
     assert_well_formed(await engine.transcribe(speech, STTOptions(language="en")), speech, engine)
+
+
+async def test_fake_stt_delay_is_per_second_of_audio() -> None:
+    import time
+
+    import numpy as np
+
+    from lexia.engines.fakes import FakeSTT
+
+    stt = FakeSTT(delay=0.2)
+    for seconds, expected in ((1.0, 0.2), (7.0, 1.4)):  # not 5 x 0.2 per segment for a 1 s clip
+        started = time.perf_counter()
+        await stt.transcribe(Audio(np.zeros(int(seconds * 16_000), np.float32)), STTOptions())
+        assert expected - 0.05 < time.perf_counter() - started < expected + 0.25
