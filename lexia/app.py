@@ -83,7 +83,7 @@ def create_app(
     queue: JobQueue | None = None,
     *,
     clock: Clock = SYSTEM_CLOCK,
-) -> Litestar:
+) -> LexiaApp:
     """Build the app; engines and the job queue are opened in the lifespan unless given (tests, benchmarks)."""
     if settings is None:
         environ = environment_with_dotenv()
@@ -136,6 +136,7 @@ def create_app(
             else None
         ),
         cors_config=CORSConfig(allow_origins=origins, allow_credentials="*" not in origins) if origins else None,
+        logging_config=None,  # Lexia logs JSON lines itself (lexia.logs); Litestar's config would add its own
         debug=False,
     )
     missing = undeclared_routes(app)

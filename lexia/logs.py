@@ -2,13 +2,80 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
+import time
+import traceback
+from collections.abc import Iterator
 from contextvars import ContextVar
 from datetime import UTC, datetime
+from types import TracebackType
 
 current_request_id: ContextVar[str | None] = ContextVar("lexia_request_id", default=None)
+
+
+# Database drivers put row values in their messages (a unique violation's DETAIL names the key,
+# a check violation prints the failing row): their messages never reach a log line.
+_WITHHELD_MODULES = ("sqlalchemy", "psycopg", "asyncpg")
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
+
+
+def _chain(exc: BaseException) -> Iterator[tuple[BaseException, str | None]]:
+    """The exception and its causes/contexts, outermost last (as Python prints them)."""
+    seen: set[int] = set()
+    links: list[tuple[BaseException, str | None]] = []
+    current: BaseException | None = exc
+    link: str | None = None
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        links.append((current, link))
+        if current.__cause__ is not None:
+            current, link = current.__cause__, "The above exception was the direct cause of the following exception:"
+        elif current.__context__ is not None and not current.__suppress_context__:
+            current, link = current.__context__, "During handling of the above exception, another exception occurred:"
+        else:
+            current = None
+    return reversed(links)
+
+
+def safe_message(exc: BaseException) -> str:
+    """The exception's message, or a placeholder with its SQLSTATE for database driver errors."""
+    if type(exc).__module__.startswith(_WITHHELD_MODULES):
+        orig = getattr(exc, "orig", exc)
+        state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+        return f"(message withheld: it may quote row values; sqlstate {state or 'unknown'})"
+    return str(exc)
+
+
+def safe_traceback(exc_info: ExcInfo) -> str:
+    """A traceback like Python's, with database drivers' messages withheld."""
+    lines: list[str] = []
+    for exc, link in _chain(exc_info[1]):
+        if link is not None:
+            lines += ["", link, ""]
+        lines.append("Traceback (most recent call last):")
+        lines += [line.rstrip("\n") for line in traceback.format_tb(exc.__traceback__)]
+        lines.append(f"{type(exc).__module__}.{type(exc).__qualname__}: {safe_message(exc)}")
+    return "\n".join(lines)
+
+
+class RedactDatabaseErrors(logging.Filter):
+    """Pre-renders a record's traceback safely, whatever formatter the handler uses (Dramatiq's, uvicorn's)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Set `exc_text` (formatters use it as is) from the safe traceback."""
+        if record.exc_info and record.exc_info[1] is not None and not record.exc_text:
+            record.exc_text = safe_traceback(record.exc_info)
+        return True
+
+
+def redact_handlers(logger: logging.Logger) -> None:
+    """Add the filter to every handler of a logger (Dramatiq's and uvicorn's own handlers)."""
+    for handler in logger.handlers:
+        if not any(isinstance(f, RedactDatabaseErrors) for f in handler.filters):
+            handler.addFilter(RedactDatabaseErrors())
 
 
 class JsonFormatter(logging.Formatter):
@@ -25,8 +92,67 @@ class JsonFormatter(logging.Formatter):
         if rid is not None:
             entry["request_id"] = rid
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+            entry["exception"] = record.exc_text or self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)
+
+    def formatException(self, ei: object) -> str:
+        """The traceback with database drivers' messages withheld."""
+        return safe_traceback(ei)  # type: ignore[arg-type]
+
+
+class Outage:
+    """One log line when a dependency starts failing and one when it works again, with a count.
+
+    A PostgreSQL or Redis outage makes every periodic pass, heartbeat and flush fail; logging each
+    failure turns a ten-second outage into thousands of lines. Components report each failure
+    and each success here instead.
+    """
+
+    def __init__(self, logger: logging.Logger, what: str) -> None:
+        self._log = logger
+        self._what = what
+        self._since: float | None = None
+        self._failures = 0
+
+    @property
+    def down(self) -> bool:
+        """True between the first failure and the next success."""
+        return self._since is not None
+
+    def failed(self, exc: BaseException) -> None:
+        """Count a failure; log it only if it starts an outage."""
+        self._failures += 1
+        if self._since is None:
+            self._since = time.monotonic()
+            self._log.warning("%s failing (%s); retrying quietly until it recovers", self._what, type(exc).__name__)
+
+    def ok(self) -> None:
+        """A success: log the end of an outage, with how long it lasted and how many failures it caused."""
+        if self._since is not None:
+            self._log.warning(
+                "%s recovered after %.1f s (%d failures)", self._what, time.monotonic() - self._since, self._failures
+            )
+            self._since = None
+            self._failures = 0
+
+
+class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever `sys.stderr` is now (test runners swap it), and reports its own failures
+    in one line: logging's default report prints the exception being handled, row values included."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Emit to the current stderr."""
+        self.stream = sys.stderr
+        super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        """One line naming the failure, never the exception chain of the moment."""
+        failure = sys.exc_info()[1]
+        with contextlib.suppress(Exception):
+            print(f"lexia: a log line could not be written ({type(failure).__name__})", file=sys.__stderr__)
 
 
 def configure_logging(level: str = "INFO") -> None:
@@ -34,7 +160,7 @@ def configure_logging(level: str = "INFO") -> None:
     logger = logging.getLogger("lexia")
     logger.setLevel(level.upper())
     if not any(getattr(h, "_lexia", False) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+        handler = StderrHandler()
         handler.setFormatter(JsonFormatter())
         handler._lexia = True  # type: ignore[attr-defined]
         logger.addHandler(handler)

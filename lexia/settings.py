@@ -42,6 +42,9 @@ class ServerSettings(msgspec.Struct, frozen=True, kw_only=True):
     metrics_token: Secret = Secret("")
     metrics_per_key: bool = False
     max_json_bytes: int = 16 * 1024 * 1024
+    # On a stop signal: in-flight requests and running jobs get this long to finish; then sync jobs
+    # are stopped (their requests answered 503) and running async jobs handed back to the queue.
+    shutdown_grace_seconds: float = 20.0
 
 
 class DataSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -164,8 +167,8 @@ class JobSettings(msgspec.Struct, frozen=True, kw_only=True):
     idempotency_ttl_seconds: int = 86_400
     # A running job renews its lease this often; a job whose lease has lapsed (its worker died)
     # is re-enqueued by the sweeper.
-    lease_seconds: float = 30
-    sweep_interval_seconds: float = 10
+    lease_seconds: float = 10
+    sweep_interval_seconds: float = 2
     # A queued job not started this long after its last enqueue is enqueued again (the
     # interval doubles with each re-enqueue), so a lost message never strands a job.
     requeue_after_seconds: float = 120
@@ -247,6 +250,7 @@ ENV_FIELDS: dict[str, str] = {
     "LEXIA_METRICS_TOKEN": "server.metrics_token",
     "LEXIA_METRICS_PER_KEY": "server.metrics_per_key",
     "LEXIA_MAX_JSON_BYTES": "server.max_json_bytes",
+    "LEXIA_SHUTDOWN_GRACE_SECONDS": "server.shutdown_grace_seconds",
     "LEXIA_DATABASE_URL": "data.database_url",
     "LEXIA_REDIS_URL": "data.redis_url",
     "LEXIA_DB_POOL_SIZE": "data.db_pool_size",

@@ -151,7 +151,8 @@ async def _answer(
     progress = Progress(audio.duration)
     timeout = calls.settings.audio.sync_timeout_seconds
     try:
-        result = await asyncio.wait_for(calls.transcribe(audio, options, progress=progress.update), timeout)
+        work = asyncio.wait_for(calls.transcribe(audio, options, progress=progress.update), timeout)
+        result = await current_services().drain.run(work, "transcription")
     except TimeoutError:
         meter(request, progress.processed_seconds, diarized=options.speaker_labels)
         raise ProcessingTimeout(f"The transcription did not finish within {timeout:g} s") from None
@@ -185,7 +186,8 @@ async def _events(
             if remaining <= 0:
                 raise ProcessingTimeout("The transcription did not finish within the sync time limit")
             try:
-                item = await asyncio.wait_for(queue.get(), min(KEEPALIVE_SECONDS, remaining))
+                next_item = asyncio.wait_for(queue.get(), min(KEEPALIVE_SECONDS, remaining))
+                item = await call.calls.drain.run(next_item, "transcription")
             except TimeoutError:
                 yield b": keep-alive\n\n"
                 continue

@@ -35,6 +35,7 @@ from lexia.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
+from lexia.logs import safe_traceback
 from lexia.schemas.common import ErrorResponse
 from lexia.services.health import is_outage
 
@@ -123,7 +124,9 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
         error = ServiceUnavailable("A backing service (database or Redis) is unavailable; retry shortly")
     else:
         rid = request_id(request.scope)
-        log.error("unhandled error [%s] %s %s", rid, request.method, request.url.path, exc_info=exc)
+        # Rendered here, with database drivers' messages withheld, so no handler can print row values.
+        trace = safe_traceback((type(exc), exc, exc.__traceback__))
+        log.error("unhandled error [%s] %s %s\n%s", rid, request.method, request.url.path, trace)
         error = InternalError(f"Internal server error (request id {rid})")
     return error_response(error)
 

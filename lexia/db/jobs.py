@@ -196,6 +196,13 @@ class JobTable:
             return Inserted("full")
         return Inserted("created", job_row(row), row.queue_position)
 
+    async def mark_unsent(self, job_id: str) -> None:
+        """The job's message could not be sent: the sweeper's next pass sends it (enqueued_at NULL)."""
+        async with self._auto.connect() as conn:
+            await conn.execute(
+                jobs.update().where(jobs.c.id == job_id, jobs.c.status == "queued").values(enqueued_at=None)
+            )
+
     # -- transitions ------------------------------------------------------------------------
 
     async def claim(

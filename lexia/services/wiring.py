@@ -31,6 +31,7 @@ from lexia.services.access.keys import LIMIT_NAMES, ApiKey, KeyService, with_lim
 from lexia.services.access.limits import RedisLimiter
 from lexia.services.access.tenants import TenantService
 from lexia.services.access.usage import UsageRecorder, UsageReports
+from lexia.services.drain import Drain
 from lexia.services.health import Health
 from lexia.services.jobs.execution import JobRunner
 from lexia.services.jobs.kinds import KINDS, JobQueue
@@ -90,6 +91,7 @@ class Services:
     secrets: SecretStore
     health: Health
     audio_calls: AudioCalls
+    drain: Drain
     started_at: float = field(default_factory=time.time)
     _limits: dict[str, tuple[ApiKey, dict[str, int]]] = field(default_factory=dict)
 
@@ -174,6 +176,8 @@ async def build_services(
         runner = JobRunner(lifecycle, engines, intake, settings, worker=name)
         sync_jobs = SyncJobs(runner, lifecycle.store, timeout=settings.audio.sync_timeout_seconds)
         stack.push_async_callback(sync_jobs.aclose)
+        drain = Drain()
+        drain.on_expiry(sync_jobs.stop_all)
         secrets = SecretStore(SecretTable(db), grace_hours=settings.webhooks.secret_grace_hours, clock=clock)
         deliverer = Deliverer(
             delivery_table, secrets, queue, guard, timeout=settings.webhooks.timeout_seconds,
@@ -210,5 +214,6 @@ async def build_services(
             deliverer=deliverer,
             secrets=secrets,
             health=Health(db, redis, engines, metrics),
-            audio_calls=AudioCalls(engines, intake, limiter, settings),
+            audio_calls=AudioCalls(engines, intake, limiter, settings, drain),
+            drain=drain,
         )

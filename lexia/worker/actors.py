@@ -13,13 +13,14 @@ makes one delivery attempt; the next one is scheduled by the delivery service it
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import dramatiq
 from dramatiq.middleware import AsyncIO
 
-from lexia.logs import configure_logging
+from lexia.logs import configure_logging, redact_handlers
 from lexia.queue import DramatiqQueue, make_broker
 from lexia.services.jobs.kinds import KINDS, JobKind
 from lexia.services.webhooks.events import DELIVER
@@ -61,7 +62,9 @@ def declare_actors(on: dramatiq.Broker, rt: WorkerRuntime) -> dict[str, dramatiq
         made[kind.actor] = declare(_job_actor(rt, kind))
 
     async def deliver_webhook(delivery_id: str) -> None:
-        await rt.deliver(delivery_id)
+        delay = await rt.deliver(delivery_id)
+        if delay is not None:
+            raise dramatiq.Retry(f"delivery {delivery_id}: database or Redis unavailable", delay=int(delay * 1000))
 
     declare = dramatiq.actor(
         actor_name=DELIVER.actor, queue_name=DELIVER.queue, priority=DELIVERY_PRIORITY, broker=on,
@@ -75,6 +78,11 @@ _environ = environment_with_dotenv()
 settings = load_settings(_environ)
 configure_logging(settings.server.log_level)
 warn_unknown_variables(_environ)
+# Tracebacks printed by Dramatiq's own handlers withhold database messages too, and retries after
+# an outage (logged once by the runtime) are not announced one message at a time.
+for _name in ("", "dramatiq"):
+    redact_handlers(logging.getLogger(_name))
+logging.getLogger("dramatiq.middleware.retries.Retries").setLevel(logging.WARNING)
 broker = make_broker(settings.data.redis_url.reveal())
 broker.add_middleware(AsyncIO())
 broker.add_middleware(Heartbeat(settings.data.redis_url.reveal()))

@@ -29,12 +29,16 @@ from redis.exceptions import RedisError
 
 from lexia.engines.base import Engines
 from lexia.engines.registry import open_engines
-from lexia.services.health import HEARTBEAT_KEY
+from lexia.logs import Outage
+from lexia.services.health import HEARTBEAT_KEY, is_outage
 from lexia.services.jobs.kinds import JobKind, JobQueue
 from lexia.services.wiring import Services, build_services, process_name
 from lexia.settings import Settings
 
 log = logging.getLogger("lexia.worker")
+
+# After a PostgreSQL or Redis failure, a message is retried this much later (the outage is logged once).
+OUTAGE_RETRY_SECONDS = 2.0
 
 
 class WorkerRuntime:
@@ -58,6 +62,11 @@ class WorkerRuntime:
         self._lock: asyncio.Lock | None = None
         self._stack: contextlib.AsyncExitStack | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._running: set[asyncio.Task[float | None]] = set()  # job attempts in progress
+        self._stopping = False
+        self._outages: dict[str, Outage] = {}
+        self._broker_gap = False  # Redis was unreachable (its messages may be lost)
+        self._redis_run_id: str | None = None
         self.engine_loads = 0
 
     async def start(self) -> Services:
@@ -84,7 +93,7 @@ class WorkerRuntime:
                 jobs, retention = settings.jobs, settings.retention
                 self._tasks = [
                     asyncio.create_task(
-                        self._every(jobs.sweep_interval_seconds, "sweeper", services, services.sweeper.sweep)
+                        self._every(jobs.sweep_interval_seconds, "sweeper", services, lambda: self._sweep(services))
                     ),
                     asyncio.create_task(
                         self._every(retention.purge_interval_seconds, "purge", services, services.retention.purge)
@@ -111,31 +120,89 @@ class WorkerRuntime:
     async def _every(
         self, interval: float, name: str, services: Services, step: Callable[[], Awaitable[Any]]
     ) -> None:
-        """Run `step` every `interval` s in one process at a time (a Redis lock per pass)."""
+        """Run `step` every `interval` s in one process at a time (a Redis lock per pass).
+
+        An outage of PostgreSQL or Redis is logged once when it starts and once when it ends.
+        """
         lock = f"lexia:worker:{name}"
+        outage = self._outages.setdefault(name, Outage(log, f"the {name} pass"))
         while True:
             try:
                 if await services.redis.set(lock, process_name("worker"), nx=True, px=max(1, int(interval * 900))):
                     await step()
+                outage.ok()
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
-                log.warning("%s pass skipped: Redis unreachable (%s)", name, type(exc).__name__)
-            except Exception:
-                log.exception("%s pass failed", name)
+                self._broker_gap = True
+                outage.failed(exc)
+            except Exception as exc:
+                if not is_outage(exc):
+                    log.exception("%s pass failed", name)
+                outage.failed(exc)
             await asyncio.sleep(interval)
+
+    async def _sweep(self, services: Services) -> None:
+        """One sweep; right after Redis was unreachable or restarted, messages may have been lost with
+        it (it keeps nothing on disk here), so every queued job and due delivery is enqueued again."""
+        run_id = str((await services.redis.info("server")).get("run_id", ""))
+        restarted = self._redis_run_id is not None and run_id != self._redis_run_id
+        lost = restarted or self._broker_gap
+        self._redis_run_id = run_id
+        await services.sweeper.sweep(lost_messages=lost)
+        self._broker_gap = False
+
+    def begin_shutdown(self) -> None:
+        """The worker is stopping: running jobs get LEXIA_SHUTDOWN_GRACE_SECONDS to finish, then are
+        handed back (their lease released and their id enqueued again) for another worker."""
+        self._stopping = True
+        grace = self.settings.server.shutdown_grace_seconds
+        for task in list(self._running):
+            task.get_loop().call_soon_threadsafe(self._hand_back_later, task, grace)
+
+    def _hand_back_later(self, task: asyncio.Task[float | None], grace: float) -> None:
+        if not task.done():
+            task.get_loop().call_later(grace, task.cancel)
 
     # -- what the actors call --------------------------------------------------------------
 
     async def run_job(self, kind: JobKind, job_id: str) -> float | None:
-        """Run one job; a retry delay in seconds after a transient failure."""
+        """Run one job; a retry delay in seconds after a transient failure (or after an outage)."""
         services = await self.start()
-        return await services.runner.run(kind, job_id)
+        attempt = asyncio.ensure_future(services.runner.run(kind, job_id))
+        self._running.add(attempt)
+        if self._stopping:
+            self._hand_back_later(attempt, self.settings.server.shutdown_grace_seconds)
+        try:
+            delay = await attempt
+        except asyncio.CancelledError:
+            if attempt.cancelled() and self._stopping:
+                log.info("job %s handed back: the worker is stopping", job_id)
+                return None
+            raise
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            self._outages.setdefault("jobs", Outage(log, "running jobs")).failed(exc)
+            return OUTAGE_RETRY_SECONDS
+        finally:
+            self._running.discard(attempt)
+        self._outages.setdefault("jobs", Outage(log, "running jobs")).ok()
+        return delay
 
-    async def deliver(self, delivery_id: str) -> None:
-        """One webhook delivery attempt if due."""
+    async def deliver(self, delivery_id: str) -> float | None:
+        """One webhook delivery attempt if due; a retry delay when PostgreSQL or Redis is out."""
         services = await self.start()
-        await services.deliverer.deliver(delivery_id)
+        outage = self._outages.setdefault("deliveries", Outage(log, "webhook deliveries"))
+        try:
+            await services.deliverer.deliver(delivery_id)
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            outage.failed(exc)
+            return OUTAGE_RETRY_SECONDS
+        outage.ok()
+        return None
 
 
 class RuntimeMiddleware(Middleware):
@@ -156,6 +223,10 @@ class RuntimeMiddleware(Middleware):
             worker.worker_timeout = max(1, int(self.runtime.settings.jobs.poll_seconds * 1000))
         if "dramatiq_queue_prefetch" not in os.environ:
             worker.queue_prefetch = worker.worker_threads
+
+    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        """Give running jobs the grace period, then hand them back."""
+        self.runtime.begin_shutdown()
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         """Load engines and connect before the first message."""

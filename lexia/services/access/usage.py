@@ -16,6 +16,7 @@ from lexia.db import DatabaseError
 from lexia.db.usage import USAGE_COLUMNS, UsageTable
 from lexia.errors import NotFound, ValidationFailed
 from lexia.ids import is_id
+from lexia.logs import Outage
 from lexia.schemas.usage import UsageAmounts, UsageReport, UsageRow
 
 log = logging.getLogger("lexia.usage")
@@ -71,6 +72,7 @@ class UsageRecorder:
         self._after_flush = after_flush
         self._lock = asyncio.Lock()
         self._stopping = False
+        self._outage = Outage(log, "usage ledger writes")
 
     def record(self, event: UsageEvent) -> None:
         """Queue an event for the next batch; unmetered requests are rolled up per second."""
@@ -109,7 +111,7 @@ class UsageRecorder:
                 try:
                     await self._after_flush()
                 except DatabaseError as exc:
-                    log.warning("last-used update failed: %s", type(exc).__name__)
+                    self._outage.failed(exc)
             self._drain_rollup()
             written = 0
             while self._buffer:
@@ -117,10 +119,11 @@ class UsageRecorder:
                 try:
                     await self._copy(batch)
                 except (*DatabaseError, OSError) as exc:
-                    log.warning("usage ledger: write failed (%s); will retry", type(exc).__name__)
+                    self._outage.failed(exc)  # the events stay buffered for the next flush
                     return written
                 del self._buffer[: len(batch)]
                 written += len(batch)
+            self._outage.ok()
             return written
 
     def _drain_rollup(self) -> None:

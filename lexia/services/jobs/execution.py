@@ -22,6 +22,7 @@ from lexia.db.rows import JobRow
 from lexia.engines.base import Audio, Engines
 from lexia.errors import LexiaError
 from lexia.intake import Spool
+from lexia.logs import Outage
 from lexia.services.jobs.kinds import KINDS, JobKind, Outcome
 from lexia.services.jobs.lifecycle import Lifecycle, Metered
 from lexia.services.speech.intake import AudioIntake
@@ -68,6 +69,7 @@ class JobRunner:
         jobs = settings.jobs
         self._interval = max(0.05, min(jobs.progress_interval_seconds, jobs.lease_seconds / 3))
         self._retry_base = min(5.0, jobs.lease_seconds)
+        self._heartbeats = Outage(log, "job heartbeats")
 
     async def run(self, kind: JobKind, job_id: str) -> float | None:
         """Claim and run an async job; returns a retry delay after a transient failure, else None."""
@@ -150,8 +152,9 @@ class JobRunner:
                     row.id, row.attempts, progress=watch.progress, stage=watch.stage, duration=watch.duration
                 )
             except Exception as exc:  # keep working; the lease covers short outages
-                log.warning("heartbeat of %s failed: %s", row.id, type(exc).__name__)
+                self._heartbeats.failed(exc)
                 continue
+            self._heartbeats.ok()
             if not alive:
                 watch.stop()
                 return
@@ -212,10 +215,11 @@ class JobRunner:
             await self.lifecycle.record_usage(current, "cancelled", metered)
 
     async def _interrupted(self, row: JobRow) -> None:
-        """This process is stopping: async jobs run again elsewhere, sync ones cannot (their audio is gone)."""
+        """This process is stopping: async jobs are handed back (lease released, id enqueued again, so
+        another worker starts them at once); sync ones cannot run elsewhere (their audio is gone)."""
         with contextlib.suppress(Exception):
             if row.mode == "async":
-                await asyncio.shield(self.lifecycle.release(row.id, row.attempts))
+                await asyncio.shield(self.lifecycle.hand_back(row))
             else:
                 error = ("internal_error", "The server stopped before the job finished")
                 await asyncio.shield(self.lifecycle.end(row, "error", attempt=row.attempts, error=error))

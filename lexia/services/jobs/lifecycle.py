@@ -154,9 +154,14 @@ class Lifecycle:
         due = self.clock.now() + timedelta(seconds=delay)
         return await self.table.park(job_id, attempt, due=due, code=code, message=message)
 
-    async def release(self, job_id: str, attempt: int) -> None:
-        """Give the lease up now (the process is stopping): the job may run again at once."""
-        await self.table.release(job_id, attempt, now=self.clock.now())
+    async def hand_back(self, row: JobRow) -> None:
+        """Give the lease up now (this process is stopping) and enqueue the job again for another worker."""
+        if await self.table.release(row.id, row.attempts, now=self.clock.now()):
+            kind = KINDS[row.kind]
+            try:
+                await self.queue.enqueue(kind.actor, row.id, queue=kind.queue)
+            except Exception as exc:  # its lease has lapsed: the sweeper enqueues it
+                log.warning("job %s not enqueued again (%s); the sweeper will", row.id, type(exc).__name__)
 
     # -- terminal states -------------------------------------------------------------------
 

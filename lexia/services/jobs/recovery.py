@@ -30,6 +30,9 @@ log = logging.getLogger("lexia.sweeper")
 
 BATCH = 500
 MAX_DOUBLINGS = 6
+# A due delivery nobody has claimed this long after its time lost its message (claims move the
+# time ahead by the attempt's timeout, so a delivery in progress is never taken for lost).
+DELIVERY_GRACE_SECONDS = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,12 +56,16 @@ class Sweeper:
         self.queue = queue
         self.requeue_after = requeue_after
 
-    async def sweep(self, now: datetime | None = None) -> SweepReport:
-        """One pass over jobs, deliveries and concurrency slots."""
+    async def sweep(self, now: datetime | None = None, *, lost_messages: bool = False) -> SweepReport:
+        """One pass over jobs, deliveries and concurrency slots.
+
+        `lost_messages`: the broker was unreachable or restarted, so every queued job and due
+        delivery may have lost its message and is enqueued again now, whenever it was enqueued.
+        """
         moment = now or self.lifecycle.clock.now()
-        enqueued = await self._requeue_jobs(moment)
+        enqueued = await self._requeue_jobs(moment, 0.0 if lost_messages else self.requeue_after)
         failed = await self._fail_lost_sync(moment)
-        deliveries = await self._requeue_deliveries(moment)
+        deliveries = await self._requeue_deliveries(moment, 0.0 if lost_messages else DELIVERY_GRACE_SECONDS)
         slots = await self._release_finished_slots()
         if enqueued or failed or deliveries or slots:
             log.warning(
@@ -89,9 +96,9 @@ class Sweeper:
             await limiter.release_slot(owners[job_id], job_id)
         return len(ended)
 
-    async def _requeue_jobs(self, moment: datetime) -> int:
+    async def _requeue_jobs(self, moment: datetime, requeue_after: float) -> int:
         stale = await self.lifecycle.table.requeue_stale(
-            moment, requeue_after=self.requeue_after, max_doublings=MAX_DOUBLINGS, batch=BATCH
+            moment, requeue_after=requeue_after, max_doublings=MAX_DOUBLINGS, batch=BATCH
         )
         for job_id, kind_name in stale:
             kind = KINDS[kind_name]
@@ -106,8 +113,8 @@ class Sweeper:
                 count += 1
         return count
 
-    async def _requeue_deliveries(self, moment: datetime) -> int:
-        ids = await self.deliveries.requeue_due(moment, timedelta(seconds=self.requeue_after), BATCH)
+    async def _requeue_deliveries(self, moment: datetime, grace: float) -> int:
+        ids = await self.deliveries.requeue_due(moment, timedelta(seconds=grace), BATCH)
         for delivery_id in ids:
             await self.queue.enqueue(DELIVER.actor, delivery_id, queue=DELIVER.queue)
         return len(ids)

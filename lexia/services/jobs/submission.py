@@ -282,8 +282,9 @@ class JobSubmission:
             return Submitted(row, run=self.s.sync_jobs.start(row, audio))
         try:
             await self.s.queue.enqueue(self.kind.actor, row.id, queue=self.kind.queue)
-        except Exception as exc:  # committed: the sweeper enqueues it
+        except Exception as exc:  # committed: marked unsent, the sweeper's next pass enqueues it
             log.warning("job %s not enqueued (%s); the sweeper will", row.id, type(exc).__name__)
+            await self.s.table.mark_unsent(row.id)
         return Submitted(row, queue_position=inserted.queue_position)
 
     async def _sync_audio(self, request: JobRequest) -> Audio:

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 from lexia.db.rows import JobRow
 from lexia.engines.base import Audio
-from lexia.errors import InternalError, ProcessingTimeout, ServiceUnavailable
+from lexia.errors import InternalError, ProcessingTimeout
+from lexia.services.drain import stopping
 from lexia.services.jobs.execution import JobRunner, Watch
 from lexia.services.jobs.kinds import KINDS
 from lexia.services.jobs.store import JobStore
@@ -79,19 +80,22 @@ class SyncJobs:
             if not run.task.cancelled():
                 raise  # this request was cancelled (the client went away); the job goes on
         if self.shutting_down:
-            raise ServiceUnavailable(f"The server is shutting down; the {kind.name} was stopped")
+            raise stopping(kind.name)
         row = await self._store.row(run.row.tenant_id, run.row.id, kind)
         if row.status == "error":
             message = row.error_message or f"The {kind.name} failed"
             raise InternalError(message, code=row.error_code or kind.failure_code)
         return row
 
+    def stop_all(self) -> None:
+        """Stop every running job now (each is recorded as failed; its request answers 503)."""
+        self.shutting_down = True
+        for run in list(self._runs.values()):
+            run.task.cancel()
+
     async def aclose(self) -> None:
         """Stop every running job (recorded as failed) and wait for them."""
-        self.shutting_down = True
-        runs = list(self._runs.values())
-        for run in runs:
-            run.task.cancel()
-        for run in runs:
+        self.stop_all()
+        for run in list(self._runs.values()):
             with contextlib.suppress(BaseException):
                 await run.task

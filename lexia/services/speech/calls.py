@@ -18,6 +18,7 @@ from lexia.intake import FormData
 from lexia.schemas.audio import TranscriptionForm, TranslationForm
 from lexia.services.access.keys import ApiKey
 from lexia.services.access.limits import RedisLimiter
+from lexia.services.drain import Drain
 from lexia.services.speech.intake import AudioIntake
 from lexia.services.speech.transcription import (
     TranscriptionOptions,
@@ -41,8 +42,11 @@ SLOT_MARGIN = 60.0
 class AudioCalls:
     """Runs /v1/audio/transcriptions and /v1/audio/translations calls."""
 
-    def __init__(self, engines: Engines, intake: AudioIntake, limiter: RedisLimiter, settings: Settings) -> None:
+    def __init__(
+        self, engines: Engines, intake: AudioIntake, limiter: RedisLimiter, settings: Settings, drain: Drain
+    ) -> None:
         self.engines = engines
+        self.drain = drain
         self.intake = intake
         self.limiter = limiter
         self.settings = settings

@@ -1,0 +1,93 @@
+"""No secret, key hash or bound parameter in any log line, even when the database refuses a write.
+
+PostgreSQL quotes row values in its own messages (a check violation prints the failing row, a
+unique violation the key), so a 500 from a refused insert is the worst case: the canaries below
+go through exactly that path and must appear nowhere in what the server logs or answers.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+import lexia.services.access.keys as keys_module
+from lexia.logs import safe_traceback
+from lexia.queue import ListQueue
+from tests.conftest import bearer
+from tests.harness import AppFactory
+from tests.jobs_support import job_settings, sql, wav_bytes
+
+CANARY = "SECRETCANARY-9f2c1e"
+
+
+async def test_a_refused_job_insert_logs_no_webhook_secret(
+    serve_app: AppFactory, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    api = await serve_app(job_settings(tmp_path), queue=ListQueue())
+    _, key = await api.make_key()
+    sql(f"ALTER TABLE jobs ADD CONSTRAINT canary_refused CHECK (webhook_auth_header_value <> '{CANARY}')")
+    try:
+        response = await api.client.post(
+            "/v1/transcriptions", files={"file": ("a.wav", wav_bytes(1.0, tmp_path / "a.wav"), "audio/wav")},
+            data={"webhook_url": "http://127.0.0.1:9/hook", "webhook_auth_header_name": "X-Token",
+                  "webhook_auth_header_value": CANARY, "metadata": '{"note": "CANARYMETA"}'},
+            headers=bearer(key),
+        )
+    finally:
+        sql("ALTER TABLE jobs DROP CONSTRAINT canary_refused")
+    assert response.status_code == 500 and response.json()["error"]["code"] == "internal_error"
+    out, err = capfd.readouterr()
+    logged = out + err
+    assert "unhandled error" in logged and "CheckViolation" in logged  # the failure itself is logged
+    assert CANARY not in logged and "CANARYMETA" not in logged and CANARY not in response.text
+
+
+async def test_a_refused_key_insert_logs_no_hash_prefix_or_key(
+    serve_app: AppFactory, tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api = await serve_app(job_settings(tmp_path), queue=ListQueue())
+    _, admin = await api.make_key()
+    fixed = "lx_" + "K" * 43
+    monkeypatch.setattr(keys_module, "generate_key", lambda: fixed)
+    first = await api.client.post("/v1/admin/keys", json={"name": "a", "scopes": ["stt"]}, headers=bearer(admin))
+    assert first.status_code == 201
+    capfd.readouterr()
+    again = await api.client.post("/v1/admin/keys", json={"name": "b", "scopes": ["stt"]}, headers=bearer(admin))
+    assert again.status_code == 500  # the same secret twice: the unique index on the hash refuses it
+    digest = keys_module.hash_key(api.services.settings.security.key_pepper.reveal(), fixed).hex()
+    out, err = capfd.readouterr()
+    logged = out + err
+    assert "UniqueViolation" in logged
+    for secret in (fixed, fixed[:12], digest[:16], api.services.settings.security.key_pepper.reveal()):
+        assert secret not in logged, secret
+
+
+def test_driver_messages_are_withheld_from_tracebacks() -> None:
+    import psycopg
+
+    try:
+        try:
+            raise psycopg.errors.UniqueViolation(f'duplicate key value violates unique constraint DETAIL: Key (key_hash)=({CANARY})')
+        except psycopg.Error as inner:
+            raise RuntimeError("wrapped") from inner
+    except RuntimeError as exc:
+        text = safe_traceback((type(exc), exc, exc.__traceback__))
+    assert CANARY not in text and "UniqueViolation" in text and "wrapped" in text
+
+
+def test_other_loggers_handlers_redact_too(caplog: pytest.LogCaptureFixture) -> None:
+    import psycopg
+
+    from lexia.logs import RedactDatabaseErrors
+
+    record = logging.LogRecord("dramatiq.worker", logging.ERROR, __file__, 1, "failed", None, None)
+    try:
+        raise psycopg.errors.CheckViolation(f"Failing row contains ({CANARY})")
+    except psycopg.Error:
+        import sys
+
+        record.exc_info = sys.exc_info()  # type: ignore[assignment]
+    RedactDatabaseErrors().filter(record)
+    assert record.exc_text is not None and CANARY not in logging.Formatter().format(record)
