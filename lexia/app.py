@@ -6,7 +6,8 @@ import contextlib
 import gc
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from types import MappingProxyType
 from typing import Any
 
 from litestar import Litestar, Router
@@ -57,13 +58,43 @@ class LexiaApp(Litestar):
     """
 
     services: Services | None = None  # set by the lifespan
+    allowed: Mapping[str, bytes] = MappingProxyType({})  # path template -> Allow value (allow_header_fix)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and self.services is not None:
             scope.setdefault("state", {})[T0_STATE] = time.perf_counter()
             bind_services(self.services)
             send = observed_send(scope, send, self.services)
+        if scope["type"] == "http" and scope["method"] == "OPTIONS":
+            send = allow_header_fix(scope, send, self.allowed)
         await super().__call__(scope, receive, send)
+
+
+def allowed_methods(app: Litestar) -> dict[str, bytes]:
+    """Allow header per path template, from the final route table.
+
+    Litestar 2's automatic OPTIONS handler lists only the methods of the first handler registered
+    for a path (litestar-org/litestar#4169, fixed in 3.x); this table lists them all.
+    """
+    return {
+        route.path_format: ", ".join(sorted(route.methods)).encode()
+        for route in app.routes
+        if "OPTIONS" in route.methods
+    }
+
+
+def allow_header_fix(scope: Any, send: Any, allowed: Mapping[str, bytes]) -> Any:
+    """Wrap `send` so an OPTIONS answer's Allow header names every method of its route."""
+
+    async def fixed(message: Any) -> None:
+        template = scope.get("path_template")
+        if message["type"] == "http.response.start" and template in allowed:
+            headers = [(k, v) for k, v in message.get("headers", ()) if k.lower() != b"allow"]
+            if len(headers) != len(message.get("headers", ())):
+                message = {**message, "headers": [*headers, (b"allow", allowed[template])]}
+        await send(message)
+
+    return fixed
 
 
 def undeclared_routes(app: Litestar) -> list[str]:
@@ -142,4 +173,5 @@ def create_app(
     missing = undeclared_routes(app)
     if missing:
         raise RuntimeError(f"routes without public() or secured(scope): {', '.join(missing)}")
+    app.allowed = allowed_methods(app)
     return app

@@ -22,6 +22,7 @@ from openai import AsyncOpenAI
 from lexia.app import create_app
 from lexia.clock import SYSTEM_CLOCK, Clock
 from lexia.engines.base import Engines
+from lexia.serve import EnvelopeProtocol
 from lexia.services.access.keys import ApiKey
 from lexia.services.jobs.kinds import JobQueue
 from lexia.services.wiring import Services, build_services
@@ -98,7 +99,9 @@ async def lifespan_of(app: Litestar) -> AsyncIterator[None]:
 @contextlib.asynccontextmanager
 async def uvicorn_server(app: Litestar) -> AsyncIterator[str]:
     """Serve `app` on 127.0.0.1 (a free port) in the test's loop; its base URL."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="on", log_level="warning", access_log=False)
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=0, lifespan="on", log_level="warning", access_log=False, http=EnvelopeProtocol
+    )
     server = uvicorn.Server(config)
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]  # pytest owns signals
     task = asyncio.create_task(server.serve())

@@ -216,3 +216,38 @@ async def test_openapi_documents_every_request_body_and_response(start_app: AppF
     assert refs and all(name in schemas for name in refs)
     # The Swagger page embeds the same document.
     assert b"ChatCompletionRequest" in (await api.client.get("/docs")).content
+
+
+async def test_options_allow_lists_every_method_of_the_path(api: TestApp) -> None:
+    """Litestar 2's automatic OPTIONS answer listed only the first handler's methods (GET, not PATCH)."""
+    expected = {
+        "/v1/admin/tenant": "GET, OPTIONS, PATCH",
+        "/v1/admin/keys": "GET, OPTIONS, POST",
+        "/v1/admin/keys/key_x": "DELETE, GET, OPTIONS, PATCH",
+        "/health": "GET, OPTIONS",
+    }
+    for path, allow in expected.items():
+        response = await api.client.options(path)
+        assert response.status_code == 204 and response.headers["allow"] == allow, path
+
+
+async def test_metrics_content_type_names_its_charset_once(api: TestApp) -> None:
+    content_type = (await api.client.get("/metrics")).headers["content-type"]
+    assert content_type.count("charset") == 1 and content_type.startswith("text/plain; version=0.0.4")
+
+
+async def test_a_request_the_http_parser_refuses_is_400_in_the_envelope(serve_app: AppFactory) -> None:
+    """A control character in a header is refused by the parser before the app: still the envelope."""
+    import asyncio
+
+    api = await serve_app()
+    host, port = api.base_url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(b"GET /v1/jobs HTTP/1.1\r\nHost: x\r\nIdempotency-Key: a\x01b\r\n\r\n")
+    await writer.drain()
+    raw = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400") and b"x-request-id: req_" in head
+    error = json.loads(body)["error"]
+    assert error["code"] == "malformed_request" and error["type"] == "invalid_request_error"
