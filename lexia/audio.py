@@ -81,8 +81,9 @@ def _first_audio(container: Any, param: str) -> Any:
     return container.streams.audio[0]
 
 
-def _decodes_minimum(container: Any, stream: Any) -> bool:
-    """True once the first MIN_SECONDS of audio decode (a header may claim more than the file holds)."""
+def _decoded_seconds(container: Any, stream: Any) -> float | None:
+    """Seconds the first frames decode to, counted up to MIN_SECONDS (a header may claim more than
+    the file holds); None when decoding fails first."""
     import av
 
     seconds = 0.0
@@ -90,10 +91,10 @@ def _decodes_minimum(container: Any, stream: Any) -> bool:
         for frame in _valid_frames(container.decode(stream)):
             seconds += frame.samples / float(frame.sample_rate or SAMPLE_RATE)
             if seconds >= MIN_SECONDS:
-                return True
+                break
     except (av.error.FFmpegError, ValueError):
-        return False
-    return False
+        return None
+    return seconds
 
 
 def probe(path: str | Path, *, max_seconds: float | None = None, param: str = "file") -> AudioProbe:
@@ -113,7 +114,10 @@ def probe(path: str | Path, *, max_seconds: float | None = None, param: str = "f
             raise AudioDecodeError("The audio has zero duration", param=param, code="empty_audio")
         if max_seconds is not None and duration is not None and duration > max_seconds:
             raise _too_long(duration, max_seconds, param)
-        if (duration is not None and duration < MIN_SECONDS) or not _decodes_minimum(container, stream):
+        decoded = _decoded_seconds(container, stream)
+        if decoded == 0:  # a stream with no samples at all, as decode_file judges it
+            raise AudioDecodeError("The audio contains no samples", param=param, code="empty_audio")
+        if (duration is not None and duration < MIN_SECONDS) or decoded is None or decoded < MIN_SECONDS:
             raise _too_short(param)
     return info
 

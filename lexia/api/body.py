@@ -79,14 +79,38 @@ def reject_nul(value: Any) -> None:
         raise ValidationFailed(f"{found}: text may not contain NUL characters", param=found)
 
 
+# Untyped JSON: a number beyond a double's range becomes ±inf, for the field's type to refuse
+# (422 naming it, as a typed decode does) instead of failing the whole body.
+_UNTYPED = msgspec.json.Decoder(float_hook=float)
+NOT_JSON = "The request body is not valid JSON"
+TOO_DEEP = "The request body nests deeper than the server parses"
+
+
+def parse_json(body: bytes | str) -> Any:
+    """Untyped JSON: 400 invalid_json when unparseable, also when nested past the parser's depth."""
+    try:
+        return _UNTYPED.decode(body)
+    except msgspec.DecodeError:
+        raise InvalidJSON(NOT_JSON) from None
+    except RecursionError:
+        raise InvalidJSON(TOO_DEEP) from None
+
+
 def decode_json(body: bytes, kind: type[T]) -> T:
-    """A JSON body into `kind` (strict): 400 invalid_json, 422 naming the field."""
+    """A JSON body into `kind` (strict): 400 invalid_json, 422 naming the field.
+
+    msgspec stops at the first problem, so a field refused before a syntax error further on is
+    checked again: a body that is not JSON is 400 whatever its fields (§1.2 check order).
+    """
     try:
         value = msgspec.json.decode(body, type=kind)
     except msgspec.ValidationError as exc:
+        parse_json(body)
         raise validation_error(str(exc)) from None
     except msgspec.DecodeError:
-        raise InvalidJSON("The request body is not valid JSON") from None
+        raise InvalidJSON(NOT_JSON) from None
+    except RecursionError:
+        raise InvalidJSON(TOO_DEEP) from None
     if _strict_fields(kind) or kind is dict[str, Any]:
         reject_nul(value)
     return value
@@ -174,10 +198,7 @@ async def read_json_object(request: Req, limit: int) -> dict[str, Any]:
         if size > limit:
             raise PayloadTooLarge(f"The JSON body exceeds the limit of {limit} bytes")
         chunks.append(chunk)
-    try:
-        raw = msgspec.json.decode(b"".join(chunks))
-    except msgspec.DecodeError:
-        raise InvalidJSON("The request body is not valid JSON") from None
+    raw = parse_json(b"".join(chunks))
     if not isinstance(raw, dict):
         raise ValidationFailed("The request body must be a JSON object")
     return raw
@@ -198,8 +219,8 @@ def form_values(
         value: Any = values[0]
         if name in object_fields:
             try:
-                value = msgspec.json.decode(value)
-            except msgspec.DecodeError:
+                value = _UNTYPED.decode(value)
+            except (msgspec.DecodeError, RecursionError):
                 raise ValidationFailed(f"{name} must be a JSON-encoded object", param=name) from None
         data[name] = value
     return data

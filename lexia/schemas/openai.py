@@ -11,6 +11,8 @@ Temperature = Annotated[float, Meta(ge=0, le=2)]
 Probability = Annotated[float, Meta(ge=0, le=1)]
 Penalty = Annotated[float, Meta(ge=-2, le=2)]
 Positive = Annotated[int, Meta(ge=1)]
+# A signed 64-bit integer, as vLLM's own OpenAI server takes `seed` (torch refuses larger seeds).
+Seed = Annotated[int, Meta(ge=-(2**63), le=2**63 - 1)]
 Role = Literal["system", "developer", "user", "assistant", "tool"]
 
 
@@ -111,7 +113,7 @@ class ChatCompletionRequest(msgspec.Struct, kw_only=True):
     n: Positive | None = None
     presence_penalty: Penalty | None = None
     response_format: ResponseFormat | None = None
-    seed: int | None = None
+    seed: Seed | None = None
     stop: str | list[str] | None = None
     stream: bool | None = None
     stream_options: StreamOptions | None = None
@@ -139,7 +141,7 @@ class CompletionRequest(msgspec.Struct, kw_only=True):
     max_tokens: Positive | None = None
     n: Positive | None = None
     presence_penalty: Penalty | None = None
-    seed: int | None = None
+    seed: Seed | None = None
     stop: str | list[str] | None = None
     stream: bool | None = None
     stream_options: StreamOptions | None = None
