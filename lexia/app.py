@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Mapping
 from types import MappingProxyType
 from typing import Any
 
+import msgspec
 from litestar import Litestar, Router
 from litestar.config.cors import CORSConfig
 from litestar.openapi import OpenAPIConfig
@@ -26,6 +27,7 @@ from lexia.api.jobs import JobController
 from lexia.api.keys import KeyController
 from lexia.api.models import ModelController
 from lexia.api.observe import T0_STATE, observed_send
+from lexia.api.openapi import finalize as finalize_openapi
 from lexia.api.security import authorize, declared, public
 from lexia.api.system import health, metrics, openapi_document, ready, root
 from lexia.api.tenant import TenantController
@@ -35,6 +37,8 @@ from lexia.api.webhooks import WebhookController
 from lexia.clock import SYSTEM_CLOCK, Clock
 from lexia.engines.base import Engines
 from lexia.engines.registry import open_engines
+from lexia.errors import HeadersTooLarge, LexiaError
+from lexia.ids import new_request_id
 from lexia.logs import configure_logging
 from lexia.queue import DramatiqQueue, make_broker
 from lexia.services.jobs.kinds import JobQueue
@@ -61,6 +65,9 @@ class LexiaApp(Litestar):
     allowed: Mapping[str, bytes] = MappingProxyType({})  # path template -> Allow value (allow_header_fix)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and sum(len(k) + len(v) for k, v in scope["headers"]) > MAX_HEADER_BYTES:
+            await refuse(send, HeadersTooLarge(f"The request headers exceed {MAX_HEADER_BYTES // 1024} KiB in all"))
+            return
         if scope["type"] == "http" and self.services is not None:
             scope.setdefault("state", {})[T0_STATE] = time.perf_counter()
             bind_services(self.services)
@@ -68,6 +75,19 @@ class LexiaApp(Litestar):
         if scope["type"] == "http" and scope["method"] == "OPTIONS":
             send = allow_header_fix(scope, send, self.allowed)
         await super().__call__(scope, receive, send)
+
+
+# The HTTP parser sets no limit on header size; 64 KiB in all is far beyond any real client's.
+MAX_HEADER_BYTES = 64 * 1024
+
+
+async def refuse(send: Any, error: LexiaError) -> None:
+    """Answer an error before routing (no handler, no key check): the envelope and a request id."""
+    body = msgspec.json.encode(error.body())
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+               (b"x-request-id", new_request_id().encode()), (b"connection", b"close")]
+    await send({"type": "http.response.start", "status": error.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def allowed_methods(app: Litestar) -> dict[str, bytes]:
@@ -174,4 +194,6 @@ def create_app(
     if missing:
         raise RuntimeError(f"routes without public() or secured(scope): {', '.join(missing)}")
     app.allowed = allowed_methods(app)
+    if docs:
+        finalize_openapi(app.openapi_schema, StrictBody.body_types())
     return app

@@ -98,7 +98,8 @@ class ModelNotFound(NotFound):
     code = "model_not_found"
 
     def __init__(self, model: str, *, param: str | None = "model") -> None:
-        super().__init__(f"The model '{model}' does not exist or is not served here", param=param)
+        shown = model if len(model) <= 200 else model[:200] + "…"
+        super().__init__(f"The model '{shown}' does not exist or is not served here", param=param)
 
 
 class MethodNotAllowed(LexiaError):
@@ -131,6 +132,14 @@ class PayloadTooLarge(LexiaError):
     status = 413
     type = "invalid_request_error"
     code = "request_too_large"
+
+
+class HeadersTooLarge(LexiaError):
+    """431: the request's headers together exceed the server's limit."""
+
+    status = 431
+    type = "invalid_request_error"
+    code = "request_headers_too_large"
 
 
 class UnsupportedMediaType(LexiaError):

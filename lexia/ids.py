@@ -45,6 +45,12 @@ def new_request_id() -> str:
     return f"req_{state[1]}{pairs[low >> 30]}{pairs[(low >> 20) & 1023]}{pairs[(low >> 10) & 1023]}{pairs[low & 1023]}"
 
 
+def id_pattern(*prefixes: str) -> str:
+    """The regular expression of ids of these types (for documentation; `is_id` checks one)."""
+    names = "|".join(re.escape(p) for p in prefixes)
+    return rf"^({names})_{_ULID}$"
+
+
 def is_id(value: str, prefix: str) -> bool:
     """True if value is a well-formed id of the given type."""
     pattern = _PATTERNS.get(prefix)

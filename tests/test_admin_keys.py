@@ -43,7 +43,7 @@ async def test_cannot_grant_scopes_the_caller_lacks(api: TestApp) -> None:
 async def test_unknown_scope_and_past_expiry_are_422(api: TestApp) -> None:
     _, admin = await api.make_key("*")
     bad = await api.client.post("/v1/admin/keys", json={"name": "x", "scopes": ["root"]}, headers=bearer(admin))
-    assert_error(bad, 422, "validation_error", param="scopes")
+    assert_error(bad, 422, "validation_error", param="scopes.0")  # the item at fault
     past = (datetime.now(UTC) - timedelta(days=1)).isoformat()
     expired = await api.client.post(
         "/v1/admin/keys", json={"name": "x", "scopes": ["llm"], "expires_at": past}, headers=bearer(admin)

@@ -42,29 +42,10 @@ JOB_ERROR_CODES = {
 # Cases that fail for a defect whose fix lies outside this corpus's remit: case name -> where.
 # Each still runs, and while one fails its test is reported as xfail with the reason; once a
 # defect is fixed its case simply passes (drop the entry then).
-KNOWN_DEFECTS = {
-    "metadata=long-key": (
-        "lexia/api/errors.py validation_error: msgspec reports an invalid dict key as "
-        "'Expected `str` of length <= 64 - at `key` in `$.metadata`', which no pattern there matches "
-        "(param null, the raw msgspec text as the message)"
-    ),
-    "id-nul": (
-        "lexia/api/security.py reject_nul_parameters answers 422 naming the path parameter for a NUL in an "
-        "id; API.md §1.3: a malformed id is a 404 not_found"
-    ),
-    "usage-end-year-9999": (
-        "lexia/services/access/usage.py summarize: `query.end + timedelta(days=1)` overflows for 9999-12-31 "
-        "(OverflowError, 500)"
-    ),
-    "usage-end-year-0001": (
-        "lexia/services/access/usage.py parse_usage_query: the default start `end_d - timedelta(days=29)` "
-        "overflows before 0001-01-30 (OverflowError, 500)"
-    ),
-    "usage-range-year-0001": (
-        "lexia/services/access/usage.py parse_usage_query: date arithmetic near 0001-01-01 overflows "
-        "(OverflowError, 500)"
-    ),
-}
+# Cases that fail for a known, reported reason (shown as xfail; any other failure still fails):
+# none at present. The five found by the corpus (dict-key errors without a param, a NUL in a path
+# id, usage dates at both ends of the calendar) are fixed.
+KNOWN_DEFECTS: dict[str, str] = {}
 
 
 def known_defect(case_id: str) -> str | None:

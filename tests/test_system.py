@@ -188,11 +188,23 @@ async def test_openapi_documents_every_request_body_and_response(start_app: AppF
     for (path, method), media_types in uploads.items():
         body = doc["paths"][path][method]["requestBody"]
         assert body["required"] is True and list(body["content"]) == media_types, path
-        fields, upload = body["content"]["multipart/form-data"]["schema"]["allOf"]
-        assert upload["properties"]["file"] == {"type": "string", "format": "binary"}
-        assert "$ref" not in json.dumps(fields)  # self-contained: nested structs inlined
+        form = body["content"]["multipart/form-data"]["schema"]
+        assert form["properties"]["file"] == {"type": "string", "format": "binary"}
+        assert "file" in form["required"]
+        assert "$ref" not in json.dumps(form)  # self-contained: nested structs inlined
+        if "application/json" in media_types:
+            assert form["additionalProperties"] is False  # Lexia's own routes refuse unknown fields
+            assert "audio_url" in body["content"]["application/json"]["schema"]["required"]
     assert "speaker_options" in doc["paths"]["/v1/transcriptions"]["post"]["requestBody"]["content"][
         "application/json"]["schema"]["properties"]
+    # Request bodies are documented as the decoder enforces them (msgspec's schema of the struct).
+    assert schemas["KeyCreate"]["additionalProperties"] is False
+    assert {"*", "admin", "llm"} <= set(schemas["KeyCreate"]["properties"]["scopes"]["items"]["enum"])
+    limit = schemas["KeyLimits"]["properties"]["requests_per_minute"]["anyOf"][0]
+    assert limit["minimum"] == 0 and limit["type"] == "integer"
+    jobs = {p["name"]: p["schema"] for p in doc["paths"]["/v1/jobs"]["get"]["parameters"]}
+    assert jobs["status"]["enum"][0] == "queued" and jobs["status"]["type"] == "string"
+    assert jobs["after"]["pattern"].startswith("^(tr|dz)_")
     chat = schemas["ChatCompletionRequest"]
     assert {"model", "messages"} <= set(chat["required"])
     # Every operation documents its success body and its errors in the error envelope.

@@ -98,6 +98,14 @@ async def test_usage_query_validation(api: TestApp) -> None:
     assert_error(await api.client.get(f"/v1/usage?key_id={foreign.id}", headers=h), 404, "not_found")
     default = (await api.client.get("/v1/usage", headers=h)).json()
     assert (datetime.fromisoformat(default["end"]) - datetime.fromisoformat(default["start"])).days == 29
+    # Found by the fuzzer: the default start before the first representable date was a 500.
+    early = await api.client.get("/v1/usage?end=0001-01-05", headers=h)
+    assert early.status_code == 200 and early.json()["start"] == "0001-01-01"
+    late = await api.client.get("/v1/usage?start=9999-12-01&end=9999-12-31", headers=h)
+    assert late.status_code == 200, late.text
+    # Empty values are not dates (and NUL never reaches the database).
+    assert_error(await api.client.get("/v1/usage?start=", headers=h), 422, "validation_error", param="start")
+    assert_error(await api.client.get("/v1/usage?key_id=%00", headers=h), 422, "validation_error", param="key_id")
 
 
 async def test_buffered_events_survive_a_failed_flush(api: TestApp) -> None:

@@ -123,8 +123,10 @@ async def _call(
             body_chunks(request), content_type=request.headers.get("content-type", ""),
             content_length=int(declared) if declared and declared.isdigit() else None,
         )
-        fields = form_values(form_data.fields, list_fields=FORM.lists)
-        _log_ignored(fields, kind)
+        # OpenAI's routes ignore fields they do not know (logged), repeated or not.
+        known = {k: v for k, v in form_data.fields.items() if k.removesuffix("[]") in kind.__struct_fields__}
+        _log_ignored(form_data.fields, kind)
+        fields = form_values(known, list_fields=FORM.lists)
         form = convert(fields, kind, lax=True)
         options = calls.options(form)
         audio = await call.decode(form_data)
@@ -139,7 +141,7 @@ async def _call(
 
 
 def _log_ignored(data: dict[str, Any], kind: type[msgspec.Struct]) -> None:
-    ignored = sorted(set(data) - set(kind.__struct_fields__) - {"file", "audio"})
+    ignored = sorted({k.removesuffix("[]") for k in data} - set(kind.__struct_fields__) - {"file", "audio"})
     if ignored:
         log.info("ignoring unknown audio fields: %s", ", ".join(ignored))
 

@@ -20,6 +20,7 @@ from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody, Sche
 from litestar.typing import FieldDefinition
 
 from lexia.api.errors import validation_error
+from lexia.api.openapi import forbid_nul
 from lexia.errors import (
     ClientDisconnected,
     InvalidJSON,
@@ -105,8 +106,10 @@ def decode_json(body: bytes, kind: type[T]) -> T:
     try:
         value = msgspec.json.decode(body, type=kind)
     except msgspec.ValidationError as exc:
-        parse_json(body)
-        raise validation_error(str(exc)) from None
+        raw = parse_json(body)
+        if not _float_for_int(exc):
+            raise validation_error(str(exc)) from None
+        return convert(integral_floats(raw), kind, lax=False)
     except msgspec.DecodeError:
         raise InvalidJSON(NOT_JSON) from None
     except RecursionError:
@@ -116,10 +119,37 @@ def decode_json(body: bytes, kind: type[T]) -> T:
     return value
 
 
+def _float_for_int(exc: msgspec.ValidationError) -> bool:
+    """msgspec refused a float where an int (or an optional int) belongs."""
+    message = str(exc)
+    return message.startswith("Expected `int") and "got `float`" in message
+
+
+def integral_floats(value: Any) -> Any:
+    """Numbers such as 2.0 as ints, everywhere in parsed JSON.
+
+    JSON Schema's "integer" includes 2.0 and many clients write whole numbers that way; msgspec's
+    strict mode refuses a float for an int field, so a body refused for that alone is converted
+    again with whole floats as ints (float fields take ints unchanged).
+    """
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else value
+    if isinstance(value, dict):
+        return {k: integral_floats(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [integral_floats(v) for v in value]
+    return value
+
+
 def convert(data: dict[str, Any], kind: type[T], *, lax: bool) -> T:
     """Fields already parsed (a JSON object, or multipart fields in lax mode) into `kind`."""
     try:
-        value = msgspec.convert(data, kind, strict=not lax)
+        try:
+            value = msgspec.convert(data, kind, strict=not lax)
+        except msgspec.ValidationError as exc:
+            if lax or not _float_for_int(exc):
+                raise
+            value = msgspec.convert(integral_floats(data), kind, strict=True)
     except msgspec.ValidationError as exc:
         raise validation_error(str(exc)) from None
     if _strict_fields(kind):
@@ -136,6 +166,11 @@ class StrictBody(AbstractDTO[T]):
     """
 
     _types: ClassVar[dict[str, Any]] = {}  # handler id -> the `data` annotation
+
+    @classmethod
+    def body_types(cls) -> list[Any]:
+        """Every `data` annotation seen (the JSON request bodies)."""
+        return list(cls._types.values())
 
     @classmethod
     def generate_field_definitions(cls, model_type: type[Any]) -> Generator[Any, None, None]:
@@ -249,15 +284,68 @@ def _inline(node: Any, defs: dict[str, Any]) -> Any:
     return node
 
 
-def upload_operation(kind: type[msgspec.Struct], *, json_alternative: bool) -> type[Operation]:
-    """An Operation class documenting a streamed upload body: multipart with a binary `file`
-    (`audio` accepted too) and the struct's fields, and optionally JSON with an `audio_url`."""
+def _not_null(node: Any) -> Any:
+    """A field schema without its `null` alternative (form fields and required fields are never null)."""
+    if isinstance(node, dict) and "anyOf" in node:
+        options = [o for o in node["anyOf"] if o != {"type": "null"}]
+        rest = {k: v for k, v in node.items() if k not in ("anyOf", "default")}
+        return {**options[0], **rest} if len(options) == 1 else {**rest, "anyOf": options}
+    return node
+
+
+_LABEL = "[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+# http(s), a DNS host name, an optional port, then printable ASCII (netguard.parse has the rules).
+URL_FIELD = {
+    "pattern": f"^[Hh][Tt][Tt][Pp][Ss]?://{_LABEL}(\\.{_LABEL})*(:[0-9]{{1,4}})?([/?#][!-~]*)?$",
+    "maxLength": 2048,
+}
+BINARY = {"type": "string", "format": "binary"}
+
+
+def upload_schemas(
+    kind: type[msgspec.Struct], *, json_alternative: bool, without: tuple[str, ...] = ()
+) -> dict[str, dict[str, Any]]:
+    """The multipart (and JSON) body schemas of an upload route, from the struct the route decodes.
+
+    Multipart: the struct's fields (never null) and the audio as `file`; JSON: the fields with
+    `audio_url` required. Fields the decoder refuses are refused by the schema (additionalProperties).
+    """
     schema = msgspec.json.schema(kind)
     fields = _inline(schema, schema.get("$defs", {}))
-    file_part = {"type": "object", "properties": {"file": {"type": "string", "format": "binary"}}}
-    content = {MULTIPART: OpenAPIMediaType(schema=cast(Schema, {"allOf": [fields, file_part]}))}
-    if json_alternative:
-        content[JSON] = OpenAPIMediaType(schema=cast(Schema, fields))
+    if _strict_fields(kind):
+        forbid_nul(fields)
+    props = {name: node for name, node in fields["properties"].items() if name not in without}
+    for name in ("audio_url", "webhook_url"):
+        if name in props:
+            props[name] = {"anyOf": [{**_not_null(props[name]), **URL_FIELD}, {"type": "null"}]}
+    form = {name: _not_null(node) for name, node in props.items()}
+    base = {k: v for k, v in fields.items() if k not in ("properties", "required", "title", "description")}
+    required = list(fields.get("required", ()))
+    multipart: dict[str, Any] = {**base, "type": "object", "properties": {**form, "file": BINARY}}
+    if not json_alternative:
+        multipart["required"] = [*required, "file"]
+        return {MULTIPART: multipart}
+    # Multipart also takes `audio` for `file`, or an `audio_url` instead of either (exactly one
+    # source): a `oneOf` of required sets would say so, but fuzzers cannot generate binary parts
+    # under it, so the form is documented with `file` and JSON with `audio_url`.
+    multipart["properties"].pop("audio_url", None)
+    multipart["required"] = [*required, "file"]
+    body = {
+        **base, "type": "object", "properties": {**props, "audio_url": form["audio_url"]},
+        "required": [*required, "audio_url"],
+    }
+    return {MULTIPART: multipart, JSON: body}
+
+
+def upload_operation(
+    kind: type[msgspec.Struct], *, json_alternative: bool, without: tuple[str, ...] = ()
+) -> type[Operation]:
+    """An Operation class documenting a streamed upload body (see `upload_schemas`); fields in
+    `without` are refused on this route (422) and left out of its schema."""
+    content = {
+        media: OpenAPIMediaType(schema=cast(Schema, schema))
+        for media, schema in upload_schemas(kind, json_alternative=json_alternative, without=without).items()
+    }
     body = RequestBody(content=content, required=True, description=f"{kind.__name__} fields and the audio")
 
     @dataclass

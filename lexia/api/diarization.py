@@ -9,9 +9,9 @@ from litestar import Controller, Request, Response, delete, get, post
 from lexia.api.body import FormShape, upload_operation
 from lexia.api.deps import current_caller, current_services
 from lexia.api.errors import documented
-from lexia.api.params import After, IdempotencyKey, Limit
+from lexia.api.params import AfterDiarization, IdempotencyKey, Limit, StatusFilter
 from lexia.api.security import secured
-from lexia.api.submit import JobIntake, submitted
+from lexia.api.submit import WEBHOOK_FIELDS, JobIntake, submitted
 from lexia.engines.base import Engines
 from lexia.schemas.common import Page, page
 from lexia.schemas.diarization import (
@@ -36,6 +36,7 @@ INTAKE = JobIntake(
     lambda fields, engines, settings, sync: diarization_options(fields, engines, settings, sync=sync),
 )
 UPLOAD = upload_operation(DiarizationRequest, json_alternative=True)
+UPLOAD_SYNC = upload_operation(DiarizationRequest, json_alternative=True, without=WEBHOOK_FIELDS)  # 422 on sync routes
 
 
 class DiarizationController(Controller):
@@ -61,7 +62,7 @@ class DiarizationController(Controller):
 
     @post(
         "/sync", status_code=200, opt=secured("diarization", "audio"), request_max_body_size=None,
-        operation_class=UPLOAD, responses=documented(400, 409, 413, 415, 422, 504),
+        operation_class=UPLOAD_SYNC, responses=documented(400, 409, 413, 415, 422, 504),
     )
     async def create_sync(
         self, request: Req, *, submissions: Submissions, sync_jobs: SyncJobs, engines: Engines, settings: Settings,
@@ -76,7 +77,8 @@ class DiarizationController(Controller):
 
     @get("/", responses=documented(422))
     async def list_diarizations(
-        self, *, caller: ApiKey, jobs: JobStore, status: str | None = None, limit: Limit = 20, after: After = None
+        self, *, caller: ApiKey, jobs: JobStore, status: StatusFilter = None, limit: Limit = 20,
+        after: AfterDiarization = None,
     ) -> Page[DiarizationSummary]:
         """The tenant's diarizations, newest first; `status` filter."""
         rows, more = await jobs.rows(caller.tenant_id, DIARIZATION, status=status, limit=limit, after=after)

@@ -41,7 +41,7 @@ from lexia.services.health import is_outage
 
 log = logging.getLogger("lexia.api")
 
-_PATH = re.compile(r"at `\$((?:\.[^`.\[]+|\[\d+\])*)`")
+_PATH = re.compile(r"at (?:`key` in )?`\$((?:\.[^`.\[]+|\[\d+\])*)`")  # `key` in: a dict key at fault
 _FIELD = re.compile(r"(?:missing required|unknown) field `([^`]+)`")
 _KEY = re.compile(r"`\$\.([A-Za-z0-9_.]+)\[")  # a dict key or value, e.g. `$.metadata[...]`
 
@@ -56,7 +56,7 @@ def validation_error(message: str) -> LexiaError:
         path = f"{path}.{field.group(1)}" if path else field.group(1)
     if not path and (key := _KEY.search(message)):
         path = key.group(1)
-    text = message.split(" - at `$", 1)[0]
+    text = re.split(r" - at (?:`key` in )?`\$", message, maxsplit=1)[0]
     if "contains unknown field" in message:
         return UnknownParameter(f"Unknown parameter: {path}", param=path or None)
     return ValidationFailed(f"{path}: {text}" if path else text, param=path or None)

@@ -6,7 +6,7 @@ from litestar import Controller, delete, get
 
 from lexia.api.deps import current_caller, current_services
 from lexia.api.errors import documented
-from lexia.api.params import After, Limit
+from lexia.api.params import AfterJob, JobKindFilter, Limit, StatusFilter
 from lexia.api.security import secured
 from lexia.schemas.common import Page
 from lexia.schemas.jobs import Job
@@ -24,8 +24,8 @@ class JobController(Controller):
 
     @get("/", responses=documented(422))
     async def list_jobs(
-        self, *, caller: ApiKey, jobs: JobStore, kind: str | None = None, status: str | None = None,
-        limit: Limit = 20, after: After = None,
+        self, *, caller: ApiKey, jobs: JobStore, kind: JobKindFilter = None, status: StatusFilter = None,
+        limit: Limit = 20, after: AfterJob = None,
     ) -> Page[Job]:
         """The tenant's jobs, newest first; filters `kind` and `status`."""
         return await jobs.jobs(caller.tenant_id, kind=kind, status=status, limit=limit, after=after)

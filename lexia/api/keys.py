@@ -8,7 +8,7 @@ from litestar import Controller, delete, get, patch, post
 from msgspec import UNSET
 
 from lexia.api.errors import documented
-from lexia.api.params import After, Limit
+from lexia.api.params import AfterKey, Limit
 from lexia.api.security import secured
 from lexia.errors import ValidationFailed
 from lexia.schemas.admin import ApiKeyObject, CreatedApiKey, KeyCreate, KeyPatch
@@ -61,7 +61,7 @@ class KeyController(Controller):
 
     @get("/", responses=documented(422))
     async def list_keys(
-        self, caller: ApiKey, keys: KeyService, limit: Limit = 20, after: After = None, include_revoked: bool = False
+        self, caller: ApiKey, keys: KeyService, limit: Limit = 20, after: AfterKey = None, include_revoked: bool = False
     ) -> Page[ApiKeyObject]:
         """Keys of the caller's tenant, newest first."""
         found, more = await keys.page(caller.tenant_id, limit=limit, after=after, include_revoked=include_revoked)

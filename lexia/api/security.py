@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Any
+from urllib.parse import parse_qsl
 
 from litestar import Request
 
 from lexia.api.deps import KEY_STATE, LIMITS_STATE, RL_HEADERS_STATE, bind_caller, current_services
 from lexia.api.requestid import request_id
-from lexia.errors import AuthenticationFailed, PermissionDenied, RateLimited
+from lexia.errors import AuthenticationFailed, PermissionDenied, RateLimited, ValidationFailed
 from lexia.logs import current_request_id
 
 PUBLIC_OPT = "public"
@@ -98,3 +99,15 @@ async def authorize(request: Request[Any, Any, Any]) -> None:
         services.metrics.rate_limited.labels(exc.code).inc()
         raise
     state[RL_HEADERS_STATE] = decision.headers()
+    if b"%00" in scope["query_string"]:
+        reject_nul_query(scope)
+
+
+def reject_nul_query(scope: Any) -> None:
+    """422 naming the query parameter that holds a NUL character (PostgreSQL cannot store one).
+
+    Path ids need no such check: every id route checks the id's form before any query (a malformed
+    id is a 404, API.md §1.3)."""
+    for name, value in parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True):
+        if "\x00" in name or "\x00" in value:
+            raise ValidationFailed(f"{name} must not contain NUL characters", param=name.replace("\x00", ""))

@@ -28,6 +28,9 @@ from lexia.settings import EngineSettings
 
 Req = Request[Any, Any, Any]
 S = TypeVar("S", bound=msgspec.Struct)
+# Refused on the sync routes (422), so left out of their documented bodies.
+WEBHOOK_FIELDS = ("webhook_url", "webhook_auth_header_name", "webhook_auth_header_value")
+
 
 async def receive_job(
     request: Req,

@@ -12,9 +12,9 @@ from litestar.response import File
 from lexia.api.body import FormShape, upload_operation
 from lexia.api.deps import current_caller, current_services
 from lexia.api.errors import documented
-from lexia.api.params import After, IdempotencyKey, Limit
+from lexia.api.params import AfterTranscript, IdempotencyKey, Limit, StatusFilter
 from lexia.api.security import secured
-from lexia.api.submit import JobIntake, submitted
+from lexia.api.submit import WEBHOOK_FIELDS, JobIntake, submitted
 from lexia.engines.base import Engines
 from lexia.errors import Gone
 from lexia.schemas.common import Page, page
@@ -50,6 +50,7 @@ INTAKE = JobIntake(
     lambda fields, engines, settings, sync: transcription_options(fields, engines, settings, sync=sync),
 )
 UPLOAD = upload_operation(TranscriptRequest, json_alternative=True)
+UPLOAD_SYNC = upload_operation(TranscriptRequest, json_alternative=True, without=WEBHOOK_FIELDS)  # 422 on sync routes
 CharsPerCaption = Annotated[int, Parameter(ge=10, le=500, description="caption width")]
 
 
@@ -76,7 +77,8 @@ class TranscriptionController(Controller):
         return submitted(TRANSCRIPTION, done, 202)
 
     @post(
-        "/sync", status_code=200, opt=secured("stt", "audio"), request_max_body_size=None, operation_class=UPLOAD,
+        "/sync", status_code=200, opt=secured("stt", "audio"), request_max_body_size=None,
+        operation_class=UPLOAD_SYNC,
         responses=documented(400, 404, 409, 413, 415, 422, 504),
     )
     async def create_sync(
@@ -94,7 +96,8 @@ class TranscriptionController(Controller):
 
     @get("/", responses=documented(422))
     async def list_transcripts(
-        self, *, caller: ApiKey, jobs: JobStore, status: str | None = None, limit: Limit = 20, after: After = None
+        self, *, caller: ApiKey, jobs: JobStore, status: StatusFilter = None, limit: Limit = 20,
+        after: AfterTranscript = None,
     ) -> Page[TranscriptSummary]:
         """The tenant's transcripts (async and sync), newest first; `status` filter."""
         rows, more = await jobs.rows(caller.tenant_id, TRANSCRIPTION, status=status, limit=limit, after=after)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from litestar import Controller, get
 
 from lexia.api.errors import documented
+from lexia.api.params import UsageDate, UsageKindFilter
 from lexia.api.security import secured
 from lexia.schemas.usage import UsageReport
 from lexia.services.access.keys import ApiKey
@@ -19,8 +20,8 @@ class UsageController(Controller):
 
     @get("/", responses=documented(404, 422))
     async def usage(
-        self, *, caller: ApiKey, usage_reports: UsageReports, start: str | None = None, end: str | None = None,
-        kind: str | None = None, key_id: str | None = None,
+        self, *, caller: ApiKey, usage_reports: UsageReports, start: UsageDate = None, end: UsageDate = None,
+        kind: UsageKindFilter = None, key_id: str | None = None,
     ) -> UsageReport:
         """Usage of the calling key (or `key_id`, or `all` keys of the tenant) between two UTC dates."""
         query = usage_reports.query(start=start, end=end, kind=kind, key_id=key_id, caller_key=caller.id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from litestar import Controller, get, post
 
 from lexia.api.errors import documented
-from lexia.api.params import After, Limit
+from lexia.api.params import AfterDelivery, DeliveryStatusFilter, Limit
 from lexia.api.security import secured
 from lexia.schemas.common import Page
 from lexia.schemas.webhooks import WebhookDelivery, WebhookSecret
@@ -31,12 +31,12 @@ class WebhookController(Controller):
 
     @get("/deliveries", opt=secured("jobs"), responses=documented(422))
     async def list_deliveries(
-        self, *, caller: ApiKey, deliveries: DeliveryLog, resource_id: str | None = None, status: str | None = None,
-        limit: Limit = 20, after: After = None,
+        self, *, caller: ApiKey, deliveries: DeliveryLog, resource_id: str | None = None,
+        status: DeliveryStatusFilter = None, limit: Limit = 20, after: AfterDelivery = None,
     ) -> Page[WebhookDelivery]:
         """The tenant's deliveries, newest first; filters `resource_id` and `status`."""
         return await deliveries.page(
-            caller.tenant_id, resource_id=resource_id or None, status=status, limit=limit, after=after or None
+            caller.tenant_id, resource_id=resource_id or None, status=status, limit=limit, after=after
         )
 
     @get("/deliveries/{delivery_id:str}", opt=secured("jobs"), responses=documented(404))

@@ -10,7 +10,9 @@ from msgspec import UNSET, Meta, UnsetType
 
 NonNegative = Annotated[int, Meta(ge=0, le=2_000_000_000)]
 KeyName = Annotated[str, Meta(min_length=1, max_length=100)]
-Scopes = Annotated[list[str], Meta(min_length=1)]
+Scope = Literal["llm", "stt", "diarization", "jobs", "usage", "admin", "*"]
+Scopes = Annotated[list[Scope], Meta(min_length=1)]
+Expiry = Annotated[datetime, Meta(extra_json_schema={"format": "date-time"})]
 
 
 class KeyLimits(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -32,7 +34,7 @@ class KeyCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     name: KeyName
     scopes: Scopes
     limits: KeyLimits | None = None
-    expires_at: datetime | None = None
+    expires_at: Expiry | None = None
 
 
 class KeyPatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -41,7 +43,7 @@ class KeyPatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     name: KeyName | UnsetType = UNSET
     scopes: Scopes | UnsetType = UNSET
     limits: KeyLimits | UnsetType | None = UNSET
-    expires_at: datetime | UnsetType | None = UNSET
+    expires_at: Expiry | UnsetType | None = UNSET
 
 
 class TenantPatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

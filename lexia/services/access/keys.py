@@ -10,17 +10,17 @@ import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, get_args
 
 from lexia.clock import SYSTEM_CLOCK, Clock
 from lexia.db.keys import KeyTable, LastAdminKey, UnknownTenant
 from lexia.db.rows import KeyRow
 from lexia.errors import AuthenticationFailed, Conflict, NotFound, PermissionDenied, ValidationFailed
 from lexia.ids import is_id, new_id
-from lexia.schemas.admin import ApiKeyObject, CreatedApiKey, KeyLimitValues
+from lexia.schemas.admin import ApiKeyObject, CreatedApiKey, KeyLimitValues, Scope
 from lexia.schemas.common import iso
 
-SCOPES = ("llm", "stt", "diarization", "jobs", "usage", "admin", "*")
+SCOPES: tuple[str, ...] = get_args(Scope)
 LIMIT_NAMES = ("requests_per_minute", "tokens_per_minute", "audio_seconds_per_hour", "max_concurrent_jobs")
 KEY_PATTERN = re.compile(r"^lx_[A-Za-z0-9_-]{43}$")
 TENANT_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -309,7 +309,9 @@ class KeyService:
         after: str | None = None,
         include_revoked: bool = False,
     ) -> tuple[list[ApiKey], bool]:
-        """Newest first; return (page, has_more)."""
+        """Newest first; return (page, has_more); `after` must be a key id (422)."""
+        if after is not None and not is_id(after, "key"):
+            raise ValidationFailed("after must be an id starting with key_", param="after")
         rows, more = await self._table.page(tenant_id, limit=limit, after=after, include_revoked=include_revoked)
         return [_row_to_key(r) for r in rows], more
 

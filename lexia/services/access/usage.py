@@ -179,7 +179,7 @@ def parse_usage_query(
     """Validate the query parameters of §8.5 (dates inclusive, UTC, ≤ 366 days)."""
 
     def _date(value: str | None, param: str, default: date) -> date:
-        if value is None or value == "":
+        if value is None:
             return default
         try:
             return date.fromisoformat(value) if len(value) == 10 else _bad_date(param)
@@ -187,7 +187,7 @@ def parse_usage_query(
             return _bad_date(param)
 
     end_d = _date(end, "end", today)
-    start_d = _date(start, "start", end_d - timedelta(days=29))
+    start_d = _date(start, "start", max(end_d, date.min + timedelta(days=29)) - timedelta(days=29))
     if start_d > end_d:
         raise ValidationFailed("start must not be after end", param="start")
     if (end_d - start_d).days + 1 > MAX_RANGE_DAYS:
@@ -234,7 +234,12 @@ class UsageReports:
         if query.key_id is not None and not await self._table.key_in_tenant(tenant_id, query.key_id):
             raise NotFound(f"No API key with id {query.key_id!r}", param="key_id")
         lo = datetime.combine(query.start, datetime.min.time(), tzinfo=UTC)
-        hi = datetime.combine(query.end + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
+        # The day after `end` (or the last instant there is, for 9999-12-31).
+        hi = (
+            datetime.combine(query.end + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
+            if query.end < date.max
+            else datetime.max.replace(tzinfo=UTC)
+        )
         rows = await self._table.daily_sums(tenant_id, lo, hi, key_id=query.key_id, kind=query.kind)
         data: list[UsageRow] = []
         totals: dict[str, UsageAmounts] = {}

@@ -39,8 +39,8 @@ def job_view(row: JobRow, queue_position: int | None = None) -> Job:
 
 
 def parse_filter(value: str | None, allowed: Sequence[str], param: str) -> str | None:
-    """A list filter: None when absent, else one of `allowed` (422 otherwise)."""
-    if value is None or value == "":
+    """A list filter: None when absent, else one of `allowed` (422 otherwise, an empty value too)."""
+    if value is None:
         return None
     if value not in allowed:
         raise ValidationFailed(f"{param} must be one of {', '.join(allowed)}", param=param)
@@ -49,7 +49,7 @@ def parse_filter(value: str | None, allowed: Sequence[str], param: str) -> str |
 
 def parse_after(value: str | None, kinds: Iterable[JobKind]) -> str | None:
     """`after` for a list of these kinds: an id of one of them (it need not exist)."""
-    if value is None or value == "":
+    if value is None:
         return None
     allowed = list(kinds)
     found = kind_of(value)
