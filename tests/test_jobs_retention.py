@@ -190,3 +190,47 @@ async def test_sweeper_gives_back_slots_of_ended_jobs(serve_app: AppFactory, tmp
     held = (await limiter.slot_holders())[key.id]
     assert sorted(held) == ["req_audio", "tr_01JDX8Q6ZK3M4N5P6Q7R8S9T0B", "tr_not_yet"]
     assert await limiter.acquire_slot(key.id, "another", 10, 60) == 4
+
+
+async def test_a_job_whose_enqueue_failed_is_sent_by_the_next_sweep(serve_app: AppFactory, tmp_path: Path) -> None:
+    """Redis down at submit: the job is accepted (stored), marked unsent, and enqueued by the very
+    next sweep rather than after LEXIA_JOB_REQUEUE_SECONDS (issue 10, item 9)."""
+    broken = ListQueue(fail=True)
+    api = await serve_app(job_settings(tmp_path), queue=broken)
+    _, key = await api.make_key()
+    response = await upload(api, key, tmp_path)
+    assert response.status_code == 202
+    job = response.json()
+    queue = ListQueue()
+    async with services_for(job_settings(tmp_path, LEXIA_JOB_REQUEUE_SECONDS="120"), queue) as worker:
+        assert (await worker.sweeper.sweep()).jobs_enqueued == 1
+        assert (await worker.sweeper.sweep()).jobs_enqueued == 0  # sent now: the usual wait applies again
+    assert queue.ids("transcription.run") == [job["id"]]
+
+
+async def test_a_redis_restart_or_outage_reenqueues_every_queued_job_at_once(
+    serve_app: AppFactory, tmp_path: Path
+) -> None:
+    """Redis keeps nothing on disk here: after it restarts (a new run id) or was unreachable, every
+    queued job is enqueued again on the next sweep, however recently it was enqueued."""
+    from lexia.worker.runtime import WorkerRuntime
+
+    api = await serve_app(job_settings(tmp_path), queue=ListQueue())
+    _, key = await api.make_key()
+    job = (await upload(api, key, tmp_path)).json()
+    queue = ListQueue()
+    runtime = WorkerRuntime(job_settings(tmp_path, LEXIA_JOB_REQUEUE_SECONDS="120"), queue=queue, background=False)
+    services = await runtime.start()
+    try:
+        await runtime._sweep(services)  # learns Redis' run id; the job was enqueued moments ago
+        assert queue.sent == []
+        runtime._redis_run_id = "a-previous-redis-run"  # what a restarted Redis looks like
+        await runtime._sweep(services)
+        assert queue.ids("transcription.run") == [job["id"]]
+        runtime._broker_gap = True  # a pass failed on Redis since
+        await runtime._sweep(services)
+        assert queue.ids("transcription.run") == [job["id"], job["id"]]
+        await runtime._sweep(services)  # nothing lost since: the usual wait applies
+        assert len(queue.sent) == 2
+    finally:
+        await runtime.stop()

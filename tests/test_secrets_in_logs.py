@@ -91,3 +91,25 @@ def test_other_loggers_handlers_redact_too(caplog: pytest.LogCaptureFixture) -> 
         record.exc_info = sys.exc_info()  # type: ignore[assignment]
     RedactDatabaseErrors().filter(record)
     assert record.exc_text is not None and CANARY not in logging.Formatter().format(record)
+
+
+def test_an_outage_is_two_log_lines_however_many_failures(caplog: pytest.LogCaptureFixture) -> None:
+    """A 10 s PostgreSQL outage made the worker log ~4,800 lines (issue 10, item 10): each component
+    now logs one line when its dependency starts failing and one, with the count, when it recovers."""
+    import logging
+
+    from lexia.logs import Outage
+
+    logger = logging.getLogger("lexia.test.outage")
+    outage = Outage(logger, "the sweeper pass")
+    with caplog.at_level(logging.WARNING, logger="lexia.test.outage"):
+        for _ in range(1000):
+            outage.failed(ConnectionRefusedError("postgres down"))
+        assert outage.down
+        outage.ok()
+        outage.ok()  # healthy passes log nothing
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2, lines
+    assert lines[0] == "the sweeper pass failing (ConnectionRefusedError); retrying quietly until it recovers"
+    assert lines[1].startswith("the sweeper pass recovered after") and lines[1].endswith("(1000 failures)")
+    assert not any(r.exc_info for r in caplog.records)  # no traceback

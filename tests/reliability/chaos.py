@@ -296,11 +296,20 @@ async def outage(name: str, stack: Stack, receiver: Receiver, pg: Postgres, key:
     runner = asyncio.create_task(load.run(before + after + 30))
     await asyncio.sleep(before)
     outage_started = time.time()
+    log_from = stack.log.stat().st_size
     back_at = await fault()
     finding.faults = f"{name.split(' under ', maxsplit=1)[0]} ({back_at - outage_started:.0f} s)"
     # Recovery: the first good answer after the dependency is back, and every job accepted so far running.
     first_ok = await _first_ok(stack, key, back_at)
     finding.recovery["API answering (s)"] = round(first_ok - back_at, 1)
+    await asyncio.sleep(3)  # the recovery lines of the passes that run every 2 s
+    with stack.log.open("rb") as f:
+        f.seek(log_from)
+        window = f.read().decode(errors="replace")
+    lines, tracebacks = window.count("\n"), window.count("Traceback")
+    finding.notes.append(f"log lines from the fault until 3 s after the API answered: {lines} ({tracebacks} tracebacks)")
+    if tracebacks:
+        finding.passed = False
     started_at = await _all_started(stack, key, list(load.jobs), back_at)
     finding.recovery["jobs accepted so far all started (s)"] = round(started_at - back_at, 1)
     load.stopping = True
