@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import logging
@@ -39,7 +40,7 @@ from lexia.engines.base import Engines
 from lexia.engines.registry import open_engines
 from lexia.errors import HeadersTooLarge, LexiaError
 from lexia.ids import new_request_id
-from lexia.logs import configure_logging
+from lexia.logs import configure_logging, log_loop_exception
 from lexia.queue import DramatiqQueue, make_broker
 from lexia.services.jobs.kinds import JobQueue
 from lexia.services.wiring import Services, build_services
@@ -147,6 +148,9 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
+            loop = asyncio.get_running_loop()
+            stack.callback(loop.set_exception_handler, loop.get_exception_handler())
+            loop.set_exception_handler(log_loop_exception)
             loaded = engines if engines is not None else await stack.enter_async_context(open_engines(settings.engines))
             job_queue = queue
             if job_queue is None:

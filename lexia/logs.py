@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from types import TracebackType
+from typing import Any
 
 current_request_id: ContextVar[str | None] = ContextVar("lexia_request_id", default=None)
 
@@ -136,6 +137,42 @@ class Outage:
             self._failures = 0
 
 
+class Throttle:
+    """At most one log line per `every` seconds for a recurring event, saying how many it stands for.
+
+    For events without a recovery to report (a request answered 503 while PostgreSQL is down):
+    the first occurrence is logged at once, later ones at most once per `every` seconds."""
+
+    def __init__(self, every: float = 10.0) -> None:
+        self._every = every
+        self._last: dict[str, float] = {}
+        self._pending: dict[str, int] = {}
+
+    def __call__(self, event: str) -> int:
+        """Count an occurrence; how many occurrences to report now (0: stay quiet)."""
+        now = time.monotonic()
+        count = self._pending.get(event, 0) + 1
+        last = self._last.get(event)
+        if last is not None and now - last < self._every:
+            self._pending[event] = count
+            return 0
+        self._last[event] = now
+        self._pending[event] = 0
+        return count
+
+
+def log_loop_exception(loop: Any, context: dict[str, Any]) -> None:
+    """The event loop's handler for errors nobody awaited: asyncio's default prints the exception's
+    repr, whose message may hold a database driver's text (row values); this logs it safely."""
+    exc = context.get("exception")
+    what = str(context.get("message") or "Unhandled error in an asyncio task")
+    if isinstance(exc, BaseException):
+        logging.getLogger("lexia").error("%s: %s\n%s", what, type(exc).__name__,
+                                         safe_traceback((type(exc), exc, exc.__traceback__)))
+    else:
+        logging.getLogger("lexia").error("%s", what)
+
+
 class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Writes to whatever `sys.stderr` is now (test runners swap it), and reports its own failures
     in one line: logging's default report prints the exception being handled, row values included."""
@@ -165,3 +202,7 @@ def configure_logging(level: str = "INFO") -> None:
         handler._lexia = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
         logger.propagate = False
+    # httpx logs every request at INFO with its full URL: webhook and audio URLs may carry tokens,
+    # and each delivery is already logged by lexia.webhooks without one.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)

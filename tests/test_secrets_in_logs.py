@@ -113,3 +113,38 @@ def test_an_outage_is_two_log_lines_however_many_failures(caplog: pytest.LogCapt
     assert lines[0] == "the sweeper pass failing (ConnectionRefusedError); retrying quietly until it recovers"
     assert lines[1].startswith("the sweeper pass recovered after") and lines[1].endswith("(1000 failures)")
     assert not any(r.exc_info for r in caplog.records)  # no traceback
+
+
+def test_an_error_nobody_awaited_is_logged_without_its_message(caplog: pytest.LogCaptureFixture) -> None:
+    """asyncio's default handler prints "Task exception was never retrieved" with the exception's
+    repr (a driver's message, row values included); Lexia's loop handler logs it safely."""
+    import logging
+
+    from sqlalchemy.exc import IntegrityError
+
+    from lexia.logs import log_loop_exception
+
+    canary = "SECRETCANARY-never-retrieved"
+    try:
+        raise IntegrityError("INSERT INTO jobs ...", {"p": canary}, Exception(f"duplicate key ({canary})"))
+    except IntegrityError as exc:
+        error = exc
+    with caplog.at_level(logging.ERROR):
+        log_loop_exception(None, {"message": "Task exception was never retrieved", "exception": error})
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "Task exception was never retrieved: IntegrityError" in text and "Traceback" in text
+    assert canary not in text
+
+
+def test_requests_refused_during_an_outage_are_one_line_per_ten_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
+    import lexia.logs
+    from lexia.logs import Throttle
+
+    now = [100.0]
+    monkeypatch.setattr(lexia.logs.time, "monotonic", lambda: now[0])
+    throttle = Throttle(10.0)
+    assert throttle("OperationalError") == 1  # the first is logged at once
+    assert [throttle("OperationalError") for _ in range(99)] == [0] * 99
+    now[0] += 10.5
+    assert throttle("OperationalError") == 100  # the next line says how many it stands for
+    assert throttle("ConnectionError") == 1  # each kind on its own

@@ -35,11 +35,13 @@ from lexia.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
-from lexia.logs import safe_traceback
+from lexia.logs import Throttle, safe_traceback
 from lexia.schemas.common import ErrorResponse
 from lexia.services.health import is_outage
 
 log = logging.getLogger("lexia.api")
+OUTAGE_LOG_SECONDS = 10.0
+_OUTAGE_LOG = Throttle(OUTAGE_LOG_SECONDS)  # a database outage is one line per 10 s, not one per request
 
 _PATH = re.compile(r"at (?:`key` in )?`\$((?:\.[^`.\[]+|\[\d+\])*)`")  # `key` in: a dict key at fault
 _FIELD = re.compile(r"(?:missing required|unknown) field `([^`]+)`")
@@ -120,7 +122,9 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
     elif isinstance(exc, msgspec.ValidationError):
         error = validation_error(str(exc))
     elif is_outage(exc):
-        log.error("dependency unavailable: %s", type(exc).__name__)
+        if count := _OUTAGE_LOG(type(exc).__name__):
+            log.error("dependency unavailable: %s (%d requests answered 503 since the last line; at most one "
+                      "line per %.0f s)", type(exc).__name__, count, OUTAGE_LOG_SECONDS)
         error = ServiceUnavailable("A backing service (database or Redis) is unavailable; retry shortly")
     else:
         rid = request_id(request.scope)

@@ -29,7 +29,7 @@ from redis.exceptions import RedisError
 
 from lexia.engines.base import Engines
 from lexia.engines.registry import open_engines
-from lexia.logs import Outage
+from lexia.logs import Outage, log_loop_exception
 from lexia.services.health import HEARTBEAT_KEY, is_outage
 from lexia.services.jobs.kinds import JobKind, JobQueue
 from lexia.services.wiring import Services, build_services, process_name
@@ -77,6 +77,7 @@ class WorkerRuntime:
             if self._services is not None:
                 return self._services
             settings = self.settings
+            asyncio.get_running_loop().set_exception_handler(log_loop_exception)
             stack = contextlib.AsyncExitStack()
             engines = self._given_engines
             if engines is None:

@@ -249,14 +249,14 @@ async def worker_kill(stack: Stack, receiver: Receiver, pg: Postgres, key: str, 
         while time.monotonic() < deadline and len(in_flight) < 2:
             in_flight = await running()
             await asyncio.sleep(0.2)
-        victims = stack.worker_pids()
+        victims, before = stack.worker_pids(), set(stack.pids())
         killed_at = time.time()
         for pid in victims:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         finding.faults = f"SIGKILL to the worker ({len(victims)} process) with {len(in_flight)} jobs running"
-        def back() -> bool:
-            return any(p not in victims and alive(p) for p in stack.worker_pids())
+        def back() -> bool:  # a worker process that was not there before the kill
+            return any(p not in before and alive(p) for p in stack.worker_pids())
 
         restarted = await asyncio.to_thread(wait_for, back, 20 if manual_restart else 120, 0.2)
         if not restarted and manual_restart:

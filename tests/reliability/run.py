@@ -16,6 +16,7 @@ import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -28,6 +29,7 @@ from tests.reliability.fuzz import run_fuzz
 from tests.reliability.infra import ROOT, Postgres, Receiver, Redis, Stack, free_port, scratch
 
 PEPPER = "reliability-pepper-" + "p" * 40
+KEPT_LOG = Path("/tmp/lexia-reliability-stack.log")  # the last run's stack log, for reading after
 SUITES = {  # pytest groups of the default suite, run again here against the spare services
     "bad-input corpus": ["tests/test_corpus.py", "tests/test_bad_input.py", "tests/stt/test_bad_audio.py"],
     "tenant × scope matrix": ["tests/test_access_matrix.py", "tests/test_route_auth.py"],
@@ -157,6 +159,7 @@ def main() -> int:
                 findings.append(asyncio.run(chaos.soak(stack, receiver, pg, key["key"], args.soak_seconds)))
             stop_seconds = stack.stop()
             stack = None
+            shutil.copy(root / "stack.log", KEPT_LOG)
             canaries = [PEPPER, key["key"], "SECRETCANARY"]
             hits = canary_hits([root / "stack.log", pg.log], canaries)
             logs = chaos.Finding("secrets in the run's logs", load="stack and PostgreSQL logs of every part above",

@@ -202,8 +202,16 @@ class KeyService:
     def _start_load(self, digest: bytes) -> asyncio.Task[ApiKey | None]:
         task = asyncio.ensure_future(self._fetch(digest))
         self._loading[digest] = task
-        task.add_done_callback(lambda _: self._loading.pop(digest, None))
+        task.add_done_callback(lambda done: self._loaded(digest, done))
         return task
+
+    def _loaded(self, digest: bytes, task: asyncio.Task[ApiKey | None]) -> None:
+        self._loading.pop(digest, None)
+        # A refresh ahead of expiry may have no request waiting on it; its failure (the database
+        # down) is then retrieved here rather than reported as "never retrieved". A waiting
+        # request gets the same exception through its own await.
+        if not task.cancelled():
+            task.exception()
 
     async def _fetch(self, digest: bytes) -> ApiKey | None:
         clock = self._clock.monotonic()
