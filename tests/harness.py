@@ -102,7 +102,13 @@ async def uvicorn_server(app: Litestar) -> AsyncIterator[str]:
     config = uvicorn.Config(
         app, host="127.0.0.1", port=0, lifespan="on", log_level="warning", access_log=False, http=EnvelopeProtocol
     )
-    server = uvicorn.Server(config)
+    async with serving(uvicorn.Server(config)) as port:
+        yield f"http://127.0.0.1:{port}"
+
+
+@contextlib.asynccontextmanager
+async def serving(server: uvicorn.Server) -> AsyncIterator[int]:
+    """Run a uvicorn server in the test's loop until the block ends; the port it listens on."""
     server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]  # pytest owns signals
     task = asyncio.create_task(server.serve())
     try:
@@ -110,7 +116,7 @@ async def uvicorn_server(app: Litestar) -> AsyncIterator[str]:
             if task.done():
                 task.result()
             await asyncio.sleep(0.01)
-        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+        yield int(server.servers[0].sockets[0].getsockname()[1])
     finally:
         server.should_exit = True
         await task

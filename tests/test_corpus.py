@@ -23,7 +23,7 @@ from lexia.queue import ListQueue
 from lexia.services.jobs.kinds import DIARIZATION, TRANSCRIPTION
 from tests.conftest import bearer
 from tests.corpus import build
-from tests.harness import AppFactory, TestApp
+from tests.harness import AppFactory, TestApp, serving
 from tests.jobs_support import job_settings, sql
 
 CORPUS = Path(build.__file__).resolve().parent
@@ -253,17 +253,8 @@ async def lexia_server(tmp_path: Path) -> AsyncIterator[tuple[Any, int]]:
     app = create_app(settings, queue=ListQueue())
     server = server_for(settings, app)
     server.config.port = 0  # a free port (settings accept 1..65535 only)
-    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]  # pytest owns signals
-    task = asyncio.create_task(server.serve())
-    try:
-        while not server.started:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.01)
-        yield app, server.servers[0].sockets[0].getsockname()[1]
-    finally:
-        server.should_exit = True
-        await task
+    async with serving(server) as port:
+        yield app, port
 
 
 async def raw_exchange(port: int, request: bytes, timeout: float = 10) -> tuple[int, dict[str, str], bytes]:

@@ -25,7 +25,6 @@ import sys
 import tempfile
 import zlib
 from collections.abc import Callable, Iterator
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -72,27 +71,9 @@ def _add_audio(out: Any, codec: str, rate: int) -> Any:
 
 
 def _encode_audio(out: Any, stream: Any, seconds: float, rate: int) -> None:
-    import av
+    from tests.stt.media import encode_samples
 
-    data = _signal(seconds, rate)[:, 0]
-    fmt = stream.codec_context.format.name
-    frame_size = stream.codec_context.frame_size or 1024
-    pts = 0
-    for start in range(0, len(data), frame_size):
-        chunk = data[start:start + frame_size]
-        if fmt.startswith("s16"):
-            array = (chunk * 32767).astype(np.int16)[None, :]
-        elif fmt.startswith("s32"):
-            array = (chunk * 2147483647).astype(np.int32)[None, :]
-        else:
-            array = chunk[None, :]
-        frame = av.AudioFrame.from_ndarray(array, format=fmt, layout="mono")
-        frame.sample_rate, frame.pts, frame.time_base = rate, pts, Fraction(1, rate)
-        pts += len(chunk)
-        for packet in stream.encode(frame):
-            out.mux(packet)
-    for packet in stream.encode(None):
-        out.mux(packet)
+    encode_samples(out, stream, _signal(seconds, rate)[:, 0], rate)
 
 
 def _video_frames(out: Any, stream: Any, frames: int) -> None:

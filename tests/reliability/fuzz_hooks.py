@@ -101,19 +101,31 @@ def documented(operation: str, status: int, body: Any) -> Rule | None:
     return None
 
 
-@schemathesis.check
-def positive_data_acceptance_or_documented_rule(ctx: Any, response: Any, case: Any) -> bool | None:
-    """positive_data_acceptance, except refusals that a documented rule explains."""
+def _excused(check: Any, excuse: Any, ctx: Any, response: Any, case: Any) -> bool | None:
+    """Run a built-in check; a failure stands unless `excuse(case, status, body)` explains it."""
     try:
-        return positive_data_acceptance(ctx, response, case)
+        return check(ctx, response, case)  # type: ignore[no-any-return]
     except Failure as failure:
         try:
             body = json.loads(response.content or b"null")
         except ValueError:
             raise failure from None
-        if documented(case.operation.label, response.status_code, body) is None:
+        if not excuse(case, response.status_code, body):
             raise
         return None
+
+
+def _tombstone(case: Any, status: int, body: Any) -> bool:
+    return isinstance(body, dict) and bool(
+        body.get("revoked_at") or body.get("deleted_at") or body.get("status") == "cancelled"
+    )
+
+
+@schemathesis.check
+def positive_data_acceptance_or_documented_rule(ctx: Any, response: Any, case: Any) -> bool | None:
+    """positive_data_acceptance, except refusals that a documented rule explains."""
+    return _excused(positive_data_acceptance, lambda c, status, body: documented(c.operation.label, status, body)
+                    is not None, ctx, response, case)
 
 
 @schemathesis.check
@@ -125,15 +137,4 @@ def use_after_free_or_tombstone(ctx: Any, response: Any, case: Any) -> bool | No
     `deleted_at` (API.md §4.5); exports of it answer 410. DELETE /v1/jobs/{id} cancels the job:
     GET shows it `cancelled` (API.md §5).
     """
-    try:
-        return use_after_free(ctx, response, case)
-    except Failure as failure:
-        try:
-            body = json.loads(response.content or b"null")
-        except ValueError:
-            raise failure from None
-        if isinstance(body, dict) and (
-            body.get("revoked_at") or body.get("deleted_at") or body.get("status") == "cancelled"
-        ):
-            return None
-        raise
+    return _excused(use_after_free, _tombstone, ctx, response, case)

@@ -6,6 +6,7 @@ import shutil
 import subprocess
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -32,30 +33,10 @@ def wav(path: Path, seconds: float = 3.0, *, rate: int = 16_000, channels: int =
 def encoded(path: Path, seconds: float = 3.0, *, codec: str = "mp3", rate: int = 44_100,
             container: str | None = None) -> Path:
     """An audio file compressed with PyAV's bundled FFmpeg (mp3, aac, libopus, flac)."""
-    data = signal(seconds, rate, 1)[:, 0]
     with av.open(str(path), "w", format=container) as out:
         stream = out.add_stream(codec, rate=rate)
         stream.layout = "mono"
-        fmt = stream.codec_context.format.name
-        frame_size = stream.codec_context.frame_size or 1024
-        pts = 0
-        for start in range(0, len(data), frame_size):
-            chunk = data[start:start + frame_size]
-            if fmt.startswith("s16"):
-                array = (chunk * 32767).astype(np.int16)[None, :]
-            elif fmt.startswith("s32"):
-                array = (chunk * 2147483647).astype(np.int32)[None, :]
-            else:
-                array = chunk[None, :]
-            frame = av.AudioFrame.from_ndarray(array, format=fmt, layout="mono")
-            frame.sample_rate = rate
-            frame.pts = pts
-            frame.time_base = Fraction(1, rate)
-            pts += len(chunk)
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
+        encode_samples(out, stream, signal(seconds, rate, 1)[:, 0], rate)
     return path
 
 
@@ -85,3 +66,25 @@ def espeak(path: Path, text: str, voice: str = "en") -> Path:
 def files_under(directory: Path) -> list[Path]:
     """Every regular file below a directory (none if it does not exist)."""
     return sorted(p for p in directory.rglob("*") if p.is_file()) if directory.exists() else []
+
+
+def encode_samples(out: Any, stream: Any, data: np.ndarray, rate: int) -> None:
+    """Encode mono float samples into an open PyAV stream (in the codec's sample format) and flush it."""
+    fmt = stream.codec_context.format.name
+    frame_size = stream.codec_context.frame_size or 1024
+    pts = 0
+    for start in range(0, len(data), frame_size):
+        chunk = data[start:start + frame_size]
+        if fmt.startswith("s16"):
+            array = (chunk * 32767).astype(np.int16)[None, :]
+        elif fmt.startswith("s32"):
+            array = (chunk * 2147483647).astype(np.int32)[None, :]
+        else:
+            array = chunk[None, :]
+        frame = av.AudioFrame.from_ndarray(array, format=fmt, layout="mono")
+        frame.sample_rate, frame.pts, frame.time_base = rate, pts, Fraction(1, rate)
+        pts += len(chunk)
+        for packet in stream.encode(frame):
+            out.mux(packet)
+    for packet in stream.encode(None):
+        out.mux(packet)
