@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import re
 import socket
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -20,6 +21,12 @@ import httpx
 from lexia.errors import InvalidURL, UrlNotAllowed
 
 MAX_URL_LENGTH = 2048
+_PORT = r"(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4})"
+# The URLs Lexia fetches or calls: http(s), a host name or IP literal, an optional port, then
+# printable ASCII (other characters percent-encoded), no user info. The OpenAPI document shows
+# the same pattern, so what a client reads there is exactly what is accepted.
+URL_PATTERN = rf"^[Hh][Tt][Tt][Pp][Ss]?://([A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\])(:{_PORT})?([/?#][!-~]*)?$"
+_URL = re.compile(URL_PATTERN)
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Resolver = Callable[[str, int], Awaitable[list[str]]]
@@ -119,6 +126,13 @@ class NetGuard:
         """Check the URL's form: http(s), a host, no user info, at most 2048 characters."""
         if not isinstance(url, str) or not url or len(url) > MAX_URL_LENGTH:
             raise InvalidURL(f"{param} must be an http(s) URL of at most {MAX_URL_LENGTH} characters", param=param)
+        if not _URL.match(url):
+            if not url.lower().startswith(("http://", "https://")):
+                raise InvalidURL(f"{param} must use http or https", param=param)
+            raise InvalidURL(
+                f"{param} must be an absolute http(s) URL in printable ASCII (percent-encode other characters), "
+                "with a host name or IP literal and no user info", param=param,
+            )
         try:
             parsed = httpx.URL(url)
         except (httpx.InvalidURL, ValueError, TypeError):

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 
 import pytest
 
-from lexia.errors import UrlNotAllowed
-from lexia.netguard import NetGuard, is_public
+from lexia.errors import InvalidURL, UrlNotAllowed
+from lexia.netguard import URL_PATTERN, NetGuard, is_public
 
 REFUSED = [
     "127.0.0.1", "127.255.255.254", "10.0.0.1", "172.16.0.1", "192.168.1.1", "169.254.169.254", "100.64.0.1",
@@ -64,3 +65,22 @@ async def test_the_allowlist_exempts_networks_and_names() -> None:
     assert (await guard.vet("http://media.corp.example/x", param="audio_url")).address == "10.1.2.3"
     with pytest.raises(UrlNotAllowed):
         await NetGuard(resolver=resolver).vet("http://media.corp.example/x", param="audio_url")
+
+
+@pytest.mark.parametrize("url", [
+    "https://d.0.2*", "http://a/b c", "http://ü.example/x", "http://user@example.com/", "ftp://example.com/a",
+    "http://example.com:65536/", "http://exa mple.com/", "http://example.com\\@evil/",
+])
+def test_urls_outside_the_documented_pattern_are_refused(url: str) -> None:
+    """Found by the fuzzer: the OpenAPI pattern and the guard must accept exactly the same URLs."""
+    assert not re.match(URL_PATTERN, url)
+    with pytest.raises(InvalidURL):
+        NetGuard().parse(url, param="audio_url")
+
+
+@pytest.mark.parametrize("url", [
+    "https://example.com", "HTTP://a.b-c_d.example:8080/p?q=1#f", "http://[2001:db8::1]:443/x", "http://203.0.113.9/",
+])
+def test_urls_in_the_documented_pattern_parse(url: str) -> None:
+    assert re.match(URL_PATTERN, url)
+    NetGuard().parse(url, param="audio_url")

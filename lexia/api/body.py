@@ -28,6 +28,7 @@ from lexia.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
+from lexia.netguard import MAX_URL_LENGTH, URL_PATTERN
 
 T = TypeVar("T")
 Req = Request[Any, Any, Any]
@@ -293,12 +294,7 @@ def _not_null(node: Any) -> Any:
     return node
 
 
-_LABEL = "[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-# http(s), a DNS host name, an optional port, then printable ASCII (netguard.parse has the rules).
-URL_FIELD = {
-    "pattern": f"^[Hh][Tt][Tt][Pp][Ss]?://{_LABEL}(\\.{_LABEL})*(:[0-9]{{1,4}})?([/?#][!-~]*)?$",
-    "maxLength": 2048,
-}
+URL_FIELD = {"pattern": URL_PATTERN, "maxLength": MAX_URL_LENGTH}  # exactly what netguard.parse accepts
 BINARY = {"type": "string", "format": "binary"}
 
 

@@ -84,15 +84,22 @@ def _without_null(schema: Schema | Reference | None) -> Schema | Reference | Non
 
 
 def plain_parameters(doc: OpenAPI) -> int:
-    """Query, path and header parameters documented without a null alternative; how many changed."""
+    """Query, path and header parameters documented without a null alternative, and free-text
+    query parameters with the no-NUL pattern (any NUL in a query is 422); how many changed."""
     changed = 0
     for operation in operations(doc):
         for parameter in operation.parameters or ():
-            if isinstance(parameter, Parameter):
-                plain = _without_null(parameter.schema)
-                if plain is not parameter.schema:
-                    parameter.schema = plain
-                    changed += 1
+            if not isinstance(parameter, Parameter):
+                continue
+            plain = _without_null(parameter.schema)
+            if (
+                parameter.param_in == "query" and isinstance(plain, Schema) and plain.type == OpenAPIType.STRING
+                and plain.enum is None and plain.pattern is None and plain.format is None
+            ):
+                plain = dataclasses.replace(plain, pattern=NO_NUL)
+            if plain is not parameter.schema:
+                parameter.schema = plain
+                changed += 1
     return changed
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 import msgspec
 from msgspec import Meta
@@ -25,7 +25,7 @@ class TranscriptionForm(msgspec.Struct, kw_only=True):
     speakers_expected: int | None = None
     min_speakers_expected: int | None = None
     max_speakers_expected: int | None = None
-    chunking_strategy: Any = None  # accepted, ignored
+    chunking_strategy: str | None = None  # "auto" or a JSON object as text: accepted, ignored
     include: list[str] | None = None  # accepted, ignored
     known_speaker_names: list[str] | None = None  # accepted, ignored
     known_speaker_references: list[str] | None = None  # accepted, ignored

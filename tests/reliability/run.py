@@ -30,6 +30,7 @@ from tests.reliability.infra import ROOT, Postgres, Receiver, Redis, Stack, free
 
 PEPPER = "reliability-pepper-" + "p" * 40
 KEPT_LOG = Path("/tmp/lexia-reliability-stack.log")  # the last run's stack log, for reading after
+FUZZ_LOG = Path("/tmp/lexia-reliability-fuzz.txt")  # the last run's schemathesis output
 SUITES = {  # pytest groups of the default suite, run again here against the spare services
     "bad-input corpus": ["tests/test_corpus.py", "tests/test_bad_input.py", "tests/stt/test_bad_audio.py"],
     "tenant × scope matrix": ["tests/test_access_matrix.py", "tests/test_route_auth.py"],
@@ -150,9 +151,13 @@ def main() -> int:
                 finding = chaos.Finding("schemathesis --checks all", load=f"{result.operations} operations",
                                         faults="-", inputs=result.cases, server_errors=result.server_errors)
                 finding.passed = result.failures == 0
-                finding.notes.append(f"{result.failures} failures")
+                FUZZ_LOG.write_text(result.output)
+                finding.notes.append(f"{result.failures} failures (schemathesis' report: {FUZZ_LOG})")
                 if result.failures:
-                    finding.notes.append(result.output[-3000:])
+                    finding.notes.append("; ".join(
+                        line.strip() for line in result.output.splitlines()
+                        if line.startswith("_____") or line.startswith("- ST") or line.startswith("[")
+                    )[:3000])
                 findings.append(finding)
             if "soak" in parts:
                 print(f"  soak ({args.soak_seconds} s)", flush=True)
