@@ -211,8 +211,8 @@ def write_results(path: Path, report: str) -> None:
 def _commit(source: Path) -> str:
     out = subprocess.run(["git", "-C", str(source), "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                          check=False)
-    dirty = subprocess.run(["git", "-C", str(source), "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True, check=False).stdout.strip()
+    dirty = subprocess.run(["git", "-C", str(source), "status", "--porcelain", "--untracked-files=no", "--", ".",
+                            ":!docs/reliability.md"], capture_output=True, text=True, check=False).stdout.strip()
     return out.stdout.strip() + ("+changes" if dirty else "")
 
 
