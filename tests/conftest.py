@@ -15,6 +15,11 @@ from lexia.queue import ListQueue
 from lexia.settings import Settings, load_settings
 from tests.harness import AppFactory, TestApp, app_factory
 
+# Every PostgreSQL connection of the run (tests, apps, workers, launched processes) gives up on a
+# lock after 20 s and ends a transaction left idle for 60 s: a leaked transaction or a blocking
+# query from a test's own event loop becomes an error instead of a silent deadlock.
+os.environ.setdefault("PGOPTIONS", "-c lock_timeout=20s -c idle_in_transaction_session_timeout=60s")
+
 PG_BASE = os.environ.get("LEXIA_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432")
 # One database and Redis db per test run, so concurrent runs on one machine do not collide.
 _RUN = os.getpid()

@@ -99,6 +99,7 @@ class JobRunner:
                 if watch.lost and not _cancelling():
                     await self._lost(row, watch, started)
                     return None
+                await _stopped(beat)  # a heartbeat committed after the hand-back would take the lease again
                 await self._interrupted(row)
                 raise
             except LexiaError as exc:
@@ -110,9 +111,7 @@ class JobRunner:
                 log.exception("job %s attempt %d failed", row.id, row.attempts)
                 return await self._transient(row, kind, watch, started, f"{type(exc).__name__} in the engine")
             finally:
-                beat.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await beat
+                await _stopped(beat)
             retained = await self._retain_fetched(row, spool, watch)
             await self._complete(row, outcome, started, retained)
         return None
@@ -232,6 +231,13 @@ class JobRunner:
         target = self.intake.job_path(row.tenant_id, row.id)
         await self.intake.keep(spool, fetched, target)
         return str(target)
+
+
+async def _stopped(task: asyncio.Future[None]) -> None:
+    """Cancel a helper task and wait until it has ended (a no-op once it has)."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def _cancelling() -> bool:
