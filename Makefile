@@ -8,7 +8,7 @@ comma := ,
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
 .DEFAULT_GOAL := help
-.PHONY: help install start serve worker migrate create-key test lint bench bench-llm bench-stt bench-jobs reliability env services
+.PHONY: help install start serve worker migrate create-key test lint bench bench-llm bench-stt bench-jobs bench-diarization reliability env services
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -62,6 +62,11 @@ bench-jobs: install env migrate ## 1,000 async jobs through the API and workers 
 
 bench-stt: env ## sync route vs faster-whisper direct, PyAV vs ffmpeg, upload RSS (needs bin/install-cpu-engines)
 	.venv-engines/bin/python benchmarks/stt.py
+
+bench-diarization: ## diarization DER, speaker count, word attribution, RTF and merge cost (bin/install-cpu-engines, espeak-ng)
+	bin/install-cpu-engines
+	.venv-engines/bin/python benchmarks/diarization_data.py
+	HF_HUB_OFFLINE=1 .venv-engines/bin/python benchmarks/diarization.py $(ARGS)
 
 reliability: install ## faults, fuzz, bad input, access matrices, soak on its own PostgreSQL/Redis (~25 min); writes docs/reliability.md
 	$(PY) -m tests.reliability.run --write docs/reliability.md $(ARGS)

@@ -1,4 +1,6 @@
-"""The real PyannoteDiarizer on CPU with a tiny random-weight pyannote pipeline built offline.
+"""The diarization contract, held by every backend (FakeDiarizer, PyannoteDiarizer on a tiny
+random-weight pipeline built offline, LiteDiarizer on its bundled weights), and pyannote's own
+loading rules.
 
 Run in the engines environment:
 `HF_HUB_OFFLINE=1 .venv-engines/bin/python -m pytest -q -m real_engines tests/test_diarization_real.py`.
@@ -8,7 +10,9 @@ Random weights give meaningless speakers: these tests check structure, not conte
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -17,13 +21,18 @@ from typing import Any
 
 import numpy as np
 import pytest
+import soundfile as sf
 
-from lexia.engines.base import Audio, DiarizeOptions, Diarizer, EngineLoadError, SpeakerTurn
+from lexia.engines.base import Audio, Diarized, DiarizeOptions, Diarizer, EngineLoadError, SpeakerTurn
+from lexia.engines.fakes import FakeDiarizer
+from lexia.engines.lite import LiteDiarizer
+from lexia.engines.lite import load as load_lite
 from lexia.engines.pyannote import PyannoteConfig, PyannoteDiarizer, load
 from lexia.errors import EngineUnavailable
 from lexia.settings import DiarizationSettings
 
 pytestmark = pytest.mark.real_engines
+ROOT = Path(__file__).resolve().parents[1]
 SECONDS = 6.0
 RATE = 16_000
 
@@ -90,12 +99,36 @@ def speech_like(seconds: float = SECONDS) -> Audio:
     return Audio(samples.astype(np.float32))
 
 
-@pytest.fixture(scope="module")
-async def diarizer(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[PyannoteDiarizer]:
-    pipeline = build_tiny_pipeline(tmp_path_factory.mktemp("tiny-pyannote"))
-    engine = PyannoteDiarizer(pipeline, PyannoteConfig(model="tiny-pyannote", device="cpu"))
-    yield engine
-    await engine.aclose()
+def conversation(seconds: float) -> Audio:
+    """The first seconds of the generated two-voice espeak-ng conversation (en-2-mf), else speech_like."""
+    if shutil.which("espeak-ng") is None:
+        return speech_like(seconds)
+    from benchmarks.diarization_data import build
+
+    folder = ROOT / "benchmarks" / "data" / "diarization"
+    if not (folder / "en-2-mf.wav").exists():
+        build(folder, only="en-2-mf")
+    samples, _ = sf.read(str(folder / "en-2-mf.wav"), dtype="float32")
+    reps = int(np.ceil(seconds * RATE / len(samples)))
+    return Audio(np.tile(samples, reps)[: int(seconds * RATE)])
+
+
+@pytest.fixture(scope="module", params=["fake", "pyannote", "lite"])
+async def engine(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Diarizer]:
+    """Every diarization backend behind the one Protocol (the contract below holds for each)."""
+    if request.param == "fake":
+        yield FakeDiarizer(delay=0.05)
+    elif request.param == "pyannote":
+        pipeline = build_tiny_pipeline(tmp_path_factory.mktemp("tiny-pyannote"))
+        tiny = PyannoteDiarizer(pipeline, PyannoteConfig(model="tiny-pyannote", device="cpu"))
+        yield tiny
+        await tiny.aclose()
+    else:
+        if importlib.util.find_spec("resemblyzer") is None:
+            pytest.skip("the lite backend needs resemblyzer (bin/install-cpu-engines)")
+        lite = await load_lite(DiarizationSettings(backend="lite", model="bundled"))
+        yield lite
+        await lite.aclose()
 
 
 def assert_well_formed(turns: list[SpeakerTurn], duration: float) -> None:
@@ -106,54 +139,58 @@ def assert_well_formed(turns: list[SpeakerTurn], duration: float) -> None:
         assert 0.0 <= turn.start < turn.end <= duration + 1e-6
 
 
-async def test_diarizer_meets_the_protocol(diarizer: PyannoteDiarizer) -> None:
-    assert isinstance(diarizer, Diarizer)
-    info = diarizer.info()
-    assert info.kind == "diarization"
-    assert info.id == "tiny-pyannote" and tuple(diarizer.model_ids) == ("tiny-pyannote",)
-    await diarizer.check()
+async def test_diarizer_meets_the_protocol(engine: Diarizer) -> None:
+    assert isinstance(engine, Diarizer)
+    info = engine.info()
+    assert info.kind == "diarization" and tuple(engine.model_ids) == (info.id,)
+    served = {FakeDiarizer: "lexia-fake-diarization", PyannoteDiarizer: "tiny-pyannote", LiteDiarizer: "lexia-lite-diarization"}
+    assert info.id == served[type(engine)]
+    await engine.check()
 
 
-async def test_turns_are_sorted_within_the_audio_and_respect_speaker_counts(diarizer: PyannoteDiarizer) -> None:
-    audio = speech_like()
-    turns = await diarizer.diarize(audio, DiarizeOptions())
-    assert_well_formed(turns, audio.duration)
-    assert turns  # the random segmentation model marks this signal as speech
-    one = await diarizer.diarize(audio, DiarizeOptions(num_speakers=1))
-    assert_well_formed(one, audio.duration)
-    assert len({t.speaker for t in one}) == 1
-    bounded = await diarizer.diarize(audio, DiarizeOptions(min_speakers=1, max_speakers=2))
-    assert_well_formed(bounded, audio.duration)
-    assert len({t.speaker for t in bounded}) <= 2
+async def test_turns_are_sorted_within_the_audio_and_respect_speaker_counts(engine: Diarizer) -> None:
+    audio = conversation(SECONDS * 2)
+    free = await engine.diarize(audio, DiarizeOptions())
+    assert isinstance(free, Diarized)
+    assert_well_formed(free.turns, audio.duration)
+    assert free.turns  # every backend hears speech here (pyannote's random model marks it all)
+    assert free.count_confidence is None or 0.0 <= free.count_confidence <= 1.0
+    one = await engine.diarize(audio, DiarizeOptions(num_speakers=1))
+    assert_well_formed(one.turns, audio.duration)
+    assert len({t.speaker for t in one.turns}) == 1 and one.count_confidence == 1.0
+    bounded = await engine.diarize(audio, DiarizeOptions(min_speakers=1, max_speakers=2))
+    assert_well_formed(bounded.turns, audio.duration)
+    assert len({t.speaker for t in bounded.turns}) <= 2
 
 
-async def test_silence_and_empty_audio_give_well_formed_results(diarizer: PyannoteDiarizer) -> None:
-    assert await diarizer.diarize(Audio(np.zeros(0, dtype=np.float32)), DiarizeOptions()) == []
+async def test_silence_and_empty_audio_give_well_formed_results(engine: Diarizer) -> None:
+    assert (await engine.diarize(Audio(np.zeros(0, dtype=np.float32)), DiarizeOptions())).turns == []
     silence = Audio(np.zeros(int(2 * RATE), dtype=np.float32))
-    assert_well_formed(await diarizer.diarize(silence, DiarizeOptions()), silence.duration)
+    assert_well_formed((await engine.diarize(silence, DiarizeOptions())).turns, silence.duration)
 
 
-async def test_concurrent_calls_queue_on_one_pipeline(diarizer: PyannoteDiarizer) -> None:
-    audio = speech_like(3.5)
+async def test_concurrent_calls_queue_on_one_pipeline(engine: Diarizer) -> None:
+    audio = conversation(3.5)
     first, second = await asyncio.gather(
-        diarizer.diarize(audio, DiarizeOptions(max_speakers=2)),
-        diarizer.diarize(audio, DiarizeOptions(max_speakers=2)),
+        engine.diarize(audio, DiarizeOptions(max_speakers=2)),
+        engine.diarize(audio, DiarizeOptions(max_speakers=2)),
     )
     assert first == second  # same input, same weights, one at a time
-    assert_well_formed(first, audio.duration)
+    assert_well_formed(first.turns, audio.duration)
 
 
-async def test_cancelling_stops_the_pipeline_and_frees_the_engine(diarizer: PyannoteDiarizer) -> None:
-    task = asyncio.ensure_future(diarizer.diarize(speech_like(30.0), DiarizeOptions()))
+async def test_cancelling_stops_the_engine_and_frees_it(engine: Diarizer) -> None:
+    long = 600.0 if isinstance(engine, LiteDiarizer) else 30.0  # still running 0.3 s in
+    task = asyncio.ensure_future(engine.diarize(conversation(long), DiarizeOptions()))
     await asyncio.sleep(0.3)
     task.cancel()
     loop = asyncio.get_running_loop()
     started = loop.time()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert loop.time() - started < 10  # stopped at a pipeline step, not after the whole run
-    audio = speech_like(3.5)
-    assert_well_formed(await diarizer.diarize(audio, DiarizeOptions(num_speakers=1)), audio.duration)
+    assert loop.time() - started < 10  # stopped at a step, not after the whole run
+    audio = conversation(3.5)
+    assert_well_formed((await engine.diarize(audio, DiarizeOptions(num_speakers=1))).turns, audio.duration)
 
 
 async def test_closed_engine_is_unavailable(tmp_path: Path) -> None:

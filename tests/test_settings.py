@@ -118,6 +118,6 @@ async def test_an_unknown_backend_stops_the_start_naming_the_setting() -> None:
 
     settings = load_settings({"LEXIA_KEY_PEPPER": STRONG, "LEXIA_ENGINES": "real", "LEXIA_LLM_ENABLED": "false",
                               "LEXIA_STT_ENABLED": "false", "LEXIA_DIARIZATION_BACKEND": "nemo"})
-    with pytest.raises(EngineLoadError, match="LEXIA_DIARIZATION_BACKEND='nemo' is not a diarization backend; known: pyannote"):
+    with pytest.raises(EngineLoadError, match="LEXIA_DIARIZATION_BACKEND='nemo' is not a diarization backend; known: lite, pyannote"):
         async with open_engines(settings.engines):
             pass

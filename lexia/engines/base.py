@@ -283,6 +283,15 @@ class SpeakerTurn:
     end: float
 
 
+@dataclass(frozen=True, slots=True)
+class Diarized:
+    """A diarizer's answer: turns sorted by start, and how sure it is of the speaker count (0..1;
+    1.0 when the request fixed the count; None when the engine does not estimate it)."""
+
+    turns: list[SpeakerTurn]
+    count_confidence: float | None = None
+
+
 @runtime_checkable
 class Diarizer(Protocol):
     """Who spoke when."""
@@ -293,8 +302,8 @@ class Diarizer(Protocol):
         """The pipeline this engine serves."""
         ...
 
-    async def diarize(self, audio: Audio, options: DiarizeOptions) -> list[SpeakerTurn]:
-        """Speaker turns sorted by start."""
+    async def diarize(self, audio: Audio, options: DiarizeOptions) -> Diarized:
+        """Speaker turns sorted by start (with the count's confidence where the engine has one)."""
         ...
 
     async def check(self) -> None:

@@ -22,6 +22,7 @@ from dataclasses import replace
 
 from lexia.engines.base import (
     Audio,
+    Diarized,
     DiarizeOptions,
     ModelInfo,
     Segment,
@@ -115,8 +116,8 @@ class FakeDiarizer:
         """The fake pipeline."""
         return self._info
 
-    async def diarize(self, audio: Audio, options: DiarizeOptions) -> list[SpeakerTurn]:
-        """Alternating 2 s turns."""
+    async def diarize(self, audio: Audio, options: DiarizeOptions) -> Diarized:
+        """Alternating 2 s turns; the count's confidence is 1.0 when given, else 0.5."""
         if self.delay:
             await asyncio.sleep(self.delay * audio.duration)
         count = options.num_speakers or options.max_speakers or 2
@@ -128,7 +129,7 @@ class FakeDiarizer:
             end = min(audio.duration, start + 2.0)
             turns.append(SpeakerTurn(f"SPEAKER_{i % count:02d}", round(start, 3), round(end, 3)))
             start, i = end, i + 1
-        return turns
+        return Diarized(turns, 1.0 if options.num_speakers else 0.5)
 
     async def check(self) -> None:
         """Always healthy."""

@@ -12,7 +12,6 @@ SpeakerTurns clamped to the audio and sorted by start.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import math
@@ -27,7 +26,8 @@ from typing import Any
 import anyio
 import numpy as np
 
-from lexia.engines.base import Audio, DiarizeOptions, EngineLoadError, ModelInfo, SpeakerTurn, served_id
+from lexia.engines.base import Audio, Diarized, DiarizeOptions, EngineLoadError, ModelInfo, SpeakerTurn, served_id
+from lexia.engines.threads import Stopped, run_stoppable
 from lexia.errors import EngineUnavailable
 from lexia.settings import DiarizationSettings
 
@@ -85,10 +85,6 @@ def to_turns(output: Any, duration: float) -> list[SpeakerTurn]:
     return turns
 
 
-class _Stopped(Exception):
-    """The diarization was cancelled at a pipeline step."""
-
-
 class PyannoteDiarizer:
     """Diarizer over a pyannote.audio pipeline (anything callable like SpeakerDiarization)."""
 
@@ -115,31 +111,22 @@ class PyannoteDiarizer:
 
         def hook(*_args: Any, **_kwargs: Any) -> None:
             if stop.is_set():
-                raise _Stopped
+                raise Stopped
 
         output = pipeline({"waveform": waveform, "sample_rate": audio.sample_rate}, hook=hook, **kwargs)
         return to_turns(output, audio.duration)
 
-    async def diarize(self, audio: Audio, options: DiarizeOptions) -> list[SpeakerTurn]:
-        """Speaker turns sorted by start; cancelling stops the pipeline at its next step."""
+    async def diarize(self, audio: Audio, options: DiarizeOptions) -> Diarized:
+        """Speaker turns sorted by start; cancelling stops the pipeline at its next step. The pipeline
+        gives no confidence for its speaker count (1.0 when the request fixed it)."""
         await self.check()
+        confidence = 1.0 if options.num_speakers else None
         if len(audio.samples) == 0:
-            return []
+            return Diarized([], confidence)
         if self._limiter is None:
             self._limiter = anyio.CapacityLimiter(1)
         kwargs = speaker_kwargs(options, self.config.max_speakers)
-        stop = threading.Event()
-        work = asyncio.ensure_future(
-            anyio.to_thread.run_sync(self._run_blocking, audio, kwargs, stop, limiter=self._limiter)
-        )
-        try:
-            return await asyncio.shield(work)
-        except asyncio.CancelledError:
-            stop.set()
-            work.cancel()  # gives up a wait for the limiter; a running pipeline ends at its next step
-            with contextlib.suppress(BaseException):
-                await work
-            raise
+        return Diarized(await run_stoppable(self._limiter, self._run_blocking, audio, kwargs), confidence)
 
     async def check(self) -> None:
         """Raise EngineUnavailable when not loaded or closed."""

@@ -33,7 +33,10 @@ class Backend:
 BACKENDS: dict[ModelKind, dict[str, Backend]] = {
     "llm": {"vllm": Backend("lexia.engines.vllm", ("vllm", "torch"))},
     "stt": {"whisper": Backend("lexia.engines.whisper", ("faster_whisper", "ctranslate2"))},
-    "diarization": {"pyannote": Backend("lexia.engines.pyannote", ("pyannote.audio", "torch"))},
+    "diarization": {
+        "pyannote": Backend("lexia.engines.pyannote", ("pyannote.audio", "torch")),
+        "lite": Backend("lexia.engines.lite", ("resemblyzer", "faster_whisper", "torch")),
+    },
 }
 # Engine kind -> the Engines attribute that holds it.
 SLOTS: dict[ModelKind, str] = {"llm": "llm", "stt": "stt", "diarization": "diarizer"}

@@ -61,6 +61,9 @@ class Diarization(msgspec.Struct, kw_only=True):
     min_speakers_expected: int | None
     max_speakers_expected: int | None
     speaker_count: int | None
+    # How sure the engine is of speaker_count, 0..1 (1.0 when speakers_expected fixed it; null
+    # until completed, and from an engine that does not estimate it).
+    speaker_count_confidence: float | None = None
     speakers: list[SpeakerTotal] | None
     segments: list[DiarizationSegment] | None
     progress: float

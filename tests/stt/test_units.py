@@ -6,6 +6,8 @@ import ipaddress
 import itertools
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lexia.engines.base import Segment, SpeakerTurn, STTOptions, Transcript, Word
 from lexia.engines.whisper import WhisperConfig, repair_words, temperatures, transcribe_kwargs
@@ -112,6 +114,49 @@ def test_word_without_overlap_takes_nearest_turn_within_one_second() -> None:
     words = [w("near", 2500, 2900), w("far", 9000, 9200)]
     assign_speakers(words, [SpeakerTurn("X", 0.0, 2.0)])
     assert [x["speaker"] for x in words] == ["A", None]
+
+
+def _reference_speaker(start: int, end: int, turns: list[tuple[int, int, str]]) -> str | None:
+    """The documented rule, written the slow obvious way: most overlap, else nearest within 1 s."""
+    best, best_overlap = None, 0
+    for t_start, t_end, speaker in turns:
+        if min(end, t_end) - max(start, t_start) > best_overlap:
+            best, best_overlap = speaker, min(end, t_end) - max(start, t_start)
+    if best is not None:
+        return best
+    nearest, distance = None, 1001
+    for t_start, t_end, speaker in turns:
+        if max(t_start - end, start - t_end, 0) < distance:
+            nearest, distance = speaker, max(t_start - end, start - t_end, 0)
+    return nearest if distance <= 1000 else None
+
+
+turn_st = st.tuples(st.integers(0, 20_000), st.integers(0, 4_000), st.sampled_from("PQRS"))
+word_st = st.tuples(st.integers(0, 22_000), st.integers(0, 1_500))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(turn_st, max_size=12), st.lists(word_st, max_size=25))
+def test_word_assignment_matches_the_documented_rule(raw_turns: list, raw_words: list) -> None:
+    turns = [SpeakerTurn(s, a / 1000, (a + d) / 1000) for a, d, s in raw_turns]
+    words = [w(str(i), a, a + d) for i, (a, d) in enumerate(raw_words)]
+    assign_speakers(words, turns)
+    ms = sorted((round(t.start * 1000), round(t.end * 1000), t.speaker) for t in turns)
+    expected = [_reference_speaker(x["start"], x["end"], ms) for x in words]
+    labels: dict[str, str] = {}
+    relabelled = [None if e is None else labels.setdefault(e, speaker_label(len(labels))) for e in expected]
+    assert [x["speaker"] for x in words] == relabelled
+    # Invariants of API.md §4.2: labels by first appearance, every word in exactly one utterance.
+    seen = [x["speaker"] for x in words if x["speaker"] is not None]
+    assert list(dict.fromkeys(seen)) == [speaker_label(i) for i in range(len(set(seen)))]
+    assert sum(len(u["words"]) for u in utterances(words)) == len(words)
+
+
+def test_an_hour_of_words_merges_with_a_thousand_turns() -> None:
+    turns = [SpeakerTurn(f"S{i % 3}", i * 3.6, i * 3.6 + 3.5) for i in range(1000)]
+    words = [w(str(i), i * 360, i * 360 + 300) for i in range(10_000)]
+    assign_speakers(words, turns)
+    assert [x["speaker"] for x in words[:30:10]] == ["A", "B", "C"] and words[-1]["speaker"] == "A"
 
 
 def test_utterances_are_maximal_runs_and_cover_every_word() -> None:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import msgspec
 
 from lexia.db.rows import JobRow
-from lexia.engines.base import Audio, Engines, SpeakerTurn
+from lexia.engines.base import Audio, Diarized, Engines
 from lexia.errors import Conflict, Gone, ValidationFailed
 from lexia.schemas.diarization import (
     Diarization,
@@ -66,9 +65,10 @@ def diarization_options(
     return options_from_request(request, engines, settings, sync=sync).to_json()
 
 
-def diarization_result(turns: Sequence[SpeakerTurn]) -> dict[str, Any]:
-    """Segments (ms, sorted by start, labelled A, B… by first appearance) and per-speaker totals."""
-    ordered = sorted(turns, key=lambda t: (t.start, t.end))
+def diarization_result(diarized: Diarized) -> dict[str, Any]:
+    """Segments (ms, sorted by start, labelled A, B… by first appearance), per-speaker totals and the
+    engine's confidence in the speaker count."""
+    ordered = sorted(diarized.turns, key=lambda t: (t.start, t.end))
     labels: dict[str, str] = {}
     segments: list[dict[str, Any]] = []
     totals: dict[str, list[int]] = {}
@@ -82,7 +82,12 @@ def diarization_result(turns: Sequence[SpeakerTurn]) -> dict[str, Any]:
         total[0] += end - start
         total[1] += 1
     speakers = [{"speaker": s, "duration": d, "segment_count": n} for s, (d, n) in totals.items()]
-    return {"segments": segments, "speakers": speakers, "speaker_count": len(speakers)}
+    return {
+        "segments": segments,
+        "speakers": speakers,
+        "speaker_count": len(speakers),
+        "speaker_count_confidence": diarized.count_confidence,
+    }
 
 
 async def diarize_audio(engines: Engines, audio: Audio, options: DiarizationOptions) -> dict[str, Any]:
@@ -108,6 +113,7 @@ def diarization_view(row: JobRow, queue_position: int | None = None) -> Diarizat
         min_speakers_expected=options.get("min_speakers_expected"),
         max_speakers_expected=options.get("max_speakers_expected"),
         speaker_count=result.get("speaker_count"),
+        speaker_count_confidence=result.get("speaker_count_confidence"),
         speakers=None if erased or not done else msgspec.convert(result.get("speakers") or [], list[SpeakerTotal]),
         segments=None
         if erased or not done

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import bisect
+import heapq
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,35 +23,60 @@ def speaker_label(index: int) -> str:
     return label
 
 
-def _turn_for(start: int, end: int, turns: Sequence[tuple[int, int, str]]) -> str | None:
-    best, best_overlap = None, 0
-    for t_start, t_end, speaker in turns:
-        overlap = min(end, t_end) - max(start, t_start)
-        if overlap > best_overlap:
-            best, best_overlap = speaker, overlap
-    if best is not None:
-        return best
-    # No overlap (or a zero-length word): the nearest turn within 1 s, if any.
-    nearest, distance = None, NEAREST_TURN_MS + 1
-    for t_start, t_end, speaker in turns:
-        gap = max(t_start - end, start - t_end, 0)
-        if gap < distance:
-            nearest, distance = speaker, gap
-    return nearest if distance <= NEAREST_TURN_MS else None
+class TurnIndex:
+    """Diarization turns (ms, sorted by start) indexed for the nearest-turn lookup."""
+
+    def __init__(self, turns: Sequence[SpeakerTurn]) -> None:
+        self.turns = sorted((round(t.start * 1000), round(t.end * 1000), t.speaker) for t in turns)
+        self.starts = [t[0] for t in self.turns]
+        self.reach = list(itertools.accumulate((t[1] for t in self.turns), max))  # max end so far
+
+    def nearest(self, start: int, end: int) -> str | None:
+        """The speaker of the turn closest to [start, end] within 1 s (the earliest on a tie), or None."""
+        right = bisect.bisect_right(self.starts, end)  # turns[:right] start at or before the word's end
+        best, distance = None, NEAREST_TURN_MS + 1
+        if right:
+            gap = max(start - self.reach[right - 1], 0)
+            # The earliest turn reaching within `gap` of the word's start.
+            best, distance = bisect.bisect_left(self.reach, start - gap), gap
+        if right < len(self.turns) and self.turns[right][0] - end < distance:
+            best, distance = right, self.turns[right][0] - end
+        return self.turns[best][2] if best is not None and distance <= NEAREST_TURN_MS else None
 
 
 def assign_speakers(words: list[dict[str, Any]], turns: Sequence[SpeakerTurn]) -> None:
     """Set each word's `speaker` (ms times) from diarization turns, relabelled by first appearance."""
-    ms_turns = sorted((round(t.start * 1000), round(t.end * 1000), t.speaker) for t in turns)
     labels: dict[str, str] = {}
-    for word in words:
-        raw = _turn_for(word["start"], word["end"], ms_turns)
-        if raw is None:
-            word["speaker"] = None
-            continue
-        if raw not in labels:
-            labels[raw] = speaker_label(len(labels))
-        word["speaker"] = labels[raw]
+    for word, speaker in zip(words, speakers_for(words, turns), strict=True):
+        word["speaker"] = None if speaker is None else labels.setdefault(speaker, speaker_label(len(labels)))
+
+
+def speakers_for(words: Sequence[dict[str, Any]], turns: Sequence[SpeakerTurn]) -> list[str | None]:
+    """Each word's turn speaker (the engine's label): the turn that overlaps it most (the earliest on
+    a tie), else the nearest within 1 s, else None.
+
+    One sweep over the words in start order keeping the turns active at each word (a heap by end):
+    O((words + turns) log turns), so an hour of speech merges in milliseconds.
+    """
+    index = TurnIndex(turns)
+    order = sorted(range(len(words)), key=lambda i: words[i]["start"])
+    active: list[tuple[int, int]] = []  # (end, turn index) of turns started before the word ends
+    added = 0
+    found: list[str | None] = [None] * len(words)
+    for i in order:
+        start, end = words[i]["start"], words[i]["end"]
+        while added < len(index.turns) and index.turns[added][0] < end:
+            heapq.heappush(active, (index.turns[added][1], added))
+            added += 1
+        while active and active[0][0] <= start:  # ended before this word (and every later one) starts
+            heapq.heappop(active)
+        best, best_overlap = None, 0
+        for t_end, j in active:
+            overlap = min(end, t_end) - max(start, index.turns[j][0])
+            if overlap > best_overlap or (overlap == best_overlap and best is not None and j < best):
+                best, best_overlap = j, overlap
+        found[i] = index.turns[best][2] if best is not None else index.nearest(start, end)
+    return found
 
 
 def mean_confidence(words: Sequence[dict[str, Any]]) -> float | None:

@@ -296,7 +296,7 @@ def build_words(
 
 async def _diarize(diarizer: Diarizer, audio: Audio, options: DiarizeOptions) -> list[SpeakerTurn] | Exception:
     try:
-        return await diarizer.diarize(audio, options)
+        return (await diarizer.diarize(audio, options)).turns
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # any diarizer failure becomes a warning, never a failed transcript
