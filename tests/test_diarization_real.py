@@ -211,10 +211,11 @@ async def test_load_reports_a_missing_pipeline_as_a_load_error(tmp_path: Path, m
         await load(missing)
 
 
-def test_importing_the_engine_module_loads_neither_torch_nor_pyannote() -> None:
-    code = (
-        "import sys, lexia.engines.pyannote\n"
-        "print([m for m in ('torch', 'pyannote', 'pyannote.audio') if m in sys.modules])\n"
-    )
+@pytest.mark.parametrize(("module", "heavy"), [
+    ("lexia.engines.pyannote", ("torch", "pyannote", "pyannote.audio")),
+    ("lexia.engines.lite", ("torch", "resemblyzer", "librosa", "faster_whisper")),
+])
+def test_importing_a_backend_module_loads_no_model_library(module: str, heavy: tuple[str, ...]) -> None:
+    code = f"import sys, {module}\nprint([m for m in {heavy!r} if m in sys.modules])\n"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
     assert done.stdout.strip() == "[]", done.stderr
