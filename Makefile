@@ -8,7 +8,7 @@ comma := ,
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
 .DEFAULT_GOAL := help
-.PHONY: help install start serve worker migrate create-key test lint bench bench-llm bench-stt bench-jobs bench-diarization reliability env services
+.PHONY: help install models start serve worker migrate create-key test lint bench bench-llm bench-stt bench-jobs bench-diarization reliability env services
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -27,8 +27,11 @@ services: ## start the local PostgreSQL and Redis if they are not answering
 env: ## write .env with a generated key pepper if there is none
 	@bin/ensure-env
 
-start: install env services migrate ## serve the API on LEXIA_HOST:LEXIA_PORT together with the worker
-	@bin/start
+start: env services ## serve the API and the worker with real engines where they run (PROFILE=auto|gpu|cpu|fake; see bin/profile)
+	@bin/start-profile "$(or $(PROFILE),auto)"
+
+models: ## fetch the configured engines' models that are missing (bin/lexia-models pull|list|verify)
+	@bin/lexia-models pull --missing
 
 serve: install env ## serve the API only (no worker, no migrations)
 	@$(PY) -m lexia.serve

@@ -106,7 +106,7 @@ class STTSettings(msgspec.Struct, frozen=True, kw_only=True):
 
     enabled: bool = True
     backend: str = "whisper"
-    model: str = "large-v3"
+    model: str = "auto"  # large-v3 on a GPU, base on CPU (lexia.engines.models.STT_AUTO)
     model_aliases: tuple[str, ...] = ("whisper-1",)
     compute_type: str = "float16"
     beam_size: int = 5

@@ -27,6 +27,7 @@ import anyio
 import numpy as np
 
 from lexia.engines.base import Audio, Diarized, DiarizeOptions, EngineLoadError, ModelInfo, SpeakerTurn, served_id
+from lexia.engines.models import require
 from lexia.engines.threads import Stopped, run_stoppable
 from lexia.errors import EngineUnavailable
 from lexia.settings import DiarizationSettings
@@ -158,7 +159,8 @@ def build(config: PyannoteConfig) -> PyannoteDiarizer:
         from pyannote.audio import Pipeline
 
         device = _resolve_device(config.device)
-        pipeline = Pipeline.from_pretrained(config.model, token=os.environ.get("HF_TOKEN") or None)
+        source = require("diarization", config.model)  # never a silent download
+        pipeline = Pipeline.from_pretrained(str(source), token=os.environ.get("HF_TOKEN") or None)
         if pipeline is None:
             raise EngineLoadError(
                 f"cannot load the diarization pipeline {config.model!r}: not found or access refused "

@@ -16,6 +16,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+
+from lexia.engines import models
 from lexia.engines.base import EngineLoadError, Engines, ModelKind
 from lexia.settings import EngineSettings
 
@@ -58,39 +61,75 @@ def installed(backend: Backend) -> bool:
 
 
 def gpu_available() -> bool:
-    """True when torch and vllm are installed and torch sees a CUDA device."""
-    if importlib.util.find_spec("torch") is None or importlib.util.find_spec("vllm") is None:
+    """True when torch is installed and sees a CUDA device."""
+    if importlib.util.find_spec("torch") is None:
         return False
     torch = importlib.import_module("torch")
     return bool(torch.cuda.is_available())
 
 
-def resolve_mode(settings: EngineSettings) -> str:
-    """`real` or `fake` for LEXIA_ENGINES=auto|real|fake."""
+def unavailable(kind: ModelKind, settings: EngineSettings, *, gpu: bool) -> str | None:
+    """Why the enabled engine of this kind cannot run real here (None when it can): its backend's
+    packages are missing, or its model is not configured or not on this machine."""
+    section = getattr(settings, kind)
+    backend = backend_for(kind, section.backend)
+    if not installed(backend):
+        return f"{section.backend} needs {', '.join(backend.needs)} (`make start PROFILE=cpu`, or PROFILE=gpu)"
+    if kind == "llm" and not settings.llm.model:
+        return "LEXIA_LLM_MODEL is not set"
+    for item in models.needs(settings, gpu=gpu):
+        if item.kind == kind and models.locate(item) is None:
+            hint = ", or LEXIA_DIARIZATION_BACKEND=lite: nothing to download" if kind == "diarization" else ""
+            return f"its model {item.name!r} is not on this machine (`{item.command}`{hint})"
+    return None
+
+
+def choose(settings: EngineSettings) -> tuple[EngineSettings, dict[ModelKind, bool]]:
+    """For each enabled kind, real (True) or fake, and the settings to load them with.
+
+    LEXIA_ENGINES=auto takes every engine that can run here, on a GPU or on the CPU, and says in
+    one warning line which ones are fakes and why. When the default pyannote diarizer's weights
+    are not here but the lite backend is installed, auto diarizes with lite (nothing to download).
+    """
+    kinds = [kind for kind in SLOTS if getattr(settings, kind).enabled]
     if settings.mode != "auto":
-        return settings.mode
-    if gpu_available():
-        return "real"
-    log.warning(
-        "LEXIA_ENGINES=auto: no CUDA device or [gpu] extra found, serving deterministic fake "
-        "engines (set LEXIA_ENGINES=real to require real ones)"
-    )
-    return "fake"
+        return settings, dict.fromkeys(kinds, settings.mode == "real")
+    gpu = gpu_available()
+    reasons = {kind: unavailable(kind, settings, gpu=gpu) for kind in kinds}
+    notes = []
+    if reasons.get("diarization") and settings.diarization.backend == "pyannote":
+        lite = msgspec.structs.replace(settings.diarization, backend="lite")
+        candidate = msgspec.structs.replace(settings, diarization=lite)
+        if unavailable("diarization", candidate, gpu=gpu) is None:
+            notes.append(f"diarization on the lite backend (pyannote: {reasons['diarization']})")
+            settings, reasons["diarization"] = candidate, None
+    missing = {kind: why for kind, why in reasons.items() if why}
+    if missing or notes:
+        real = ", ".join(k for k in kinds if k not in missing) or "none"
+        fakes = "".join(f"; fake {k}: {why}" for k, why in missing.items())
+        log.warning("LEXIA_ENGINES=auto: real %s%s%s", real, fakes, "".join(f"; {n}" for n in notes))
+    return settings, {kind: kind not in missing for kind in kinds}
+
+
+def fake_engine(kind: ModelKind, settings: EngineSettings) -> Any:
+    """The deterministic fake of one kind."""
+    from lexia.engines.fakes import FakeDiarizer, FakeLLM, FakeSTT
+
+    if kind == "llm":
+        llm = settings.llm
+        served = llm.served_name or (llm.model.rstrip("/").rsplit("/", 1)[-1] if llm.model else "lexia-fake-llm")
+        return FakeLLM(served, aliases=llm.aliases, context_length=llm.max_model_len or 4096)
+    if kind == "stt":
+        return FakeSTT(aliases=settings.stt.model_aliases, delay=settings.fake_delay)
+    return FakeDiarizer(delay=settings.fake_delay)
 
 
 def fake_engines(settings: EngineSettings) -> Engines:
     """Fakes for every enabled engine kind."""
-    from lexia.engines.fakes import FakeDiarizer, FakeLLM, FakeSTT
-
-    llm = settings.llm
-    served = llm.served_name or (llm.model.rstrip("/").rsplit("/", 1)[-1] if llm.model else "lexia-fake-llm")
     engines = Engines(mode="fake")
-    if llm.enabled:
-        engines.llm = FakeLLM(served, aliases=llm.aliases, context_length=llm.max_model_len or 4096)
-    if settings.stt.enabled:
-        engines.stt = FakeSTT(aliases=settings.stt.model_aliases, delay=settings.fake_delay)
-    if settings.diarization.enabled:
-        engines.diarizer = FakeDiarizer(delay=settings.fake_delay)
+    for kind, slot in SLOTS.items():
+        if getattr(settings, kind).enabled:
+            setattr(engines, slot, fake_engine(kind, settings))
     return engines
 
 
@@ -106,14 +145,17 @@ async def load_backend(kind: ModelKind, section: Any) -> Any:
     return await module.load(section)
 
 
-async def load_real(settings: EngineSettings) -> Engines:
-    """Every enabled engine from its configured backend (closed again if a later one fails)."""
-    engines = Engines(mode="real")
+async def load_engines(settings: EngineSettings, real: dict[ModelKind, bool]) -> Engines:
+    """Each enabled engine, real from its configured backend or a fake (closed again if one fails).
+    `mode` is `real`, `fake`, or `mixed` (e.g. `mixed (real: stt, diarization)`)."""
+    chosen = [kind for kind, is_real in real.items() if is_real]
+    mode = "fake" if not chosen else "real" if len(chosen) == len(real) else f"mixed (real: {', '.join(chosen)})"
+    engines = Engines(mode=mode)
     try:
-        for kind, slot in SLOTS.items():
+        for kind, is_real in real.items():
             section = getattr(settings, kind)
-            if section.enabled:
-                setattr(engines, slot, await load_backend(kind, section))
+            engine = await load_backend(kind, section) if is_real else fake_engine(kind, settings)
+            setattr(engines, SLOTS[kind], engine)
     except BaseException:
         await engines.aclose()
         raise
@@ -123,7 +165,8 @@ async def load_real(settings: EngineSettings) -> Engines:
 @contextlib.asynccontextmanager
 async def open_engines(settings: EngineSettings) -> AsyncIterator[Engines]:
     """Load the engines for the process lifetime and close them on exit."""
-    engines = fake_engines(settings) if resolve_mode(settings) == "fake" else await load_real(settings)
+    settings, real = choose(settings)
+    engines = await load_engines(settings, real)
     engines.disabled = {kind for kind, enabled in settings.enabled().items() if not enabled}
     try:
         yield engines

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from lexia.engines.base import EngineLoadError, LLMChunk, LLMRequest, ModelInfo, completion_budget
+from lexia.engines.models import require
 from lexia.engines.toolcalls import required_tools_schema
 from lexia.engines.vllm_output import ChoiceDecoder, ParserAdapter, with_counts
 from lexia.errors import ContextLengthExceeded, EngineUnavailable, ValidationFailed
@@ -44,12 +45,12 @@ def chat_template(value: str) -> str | None:
     return value
 
 
-def engine_args(settings: LLMSettings) -> Any:
-    """vLLM AsyncEngineArgs from the LEXIA_LLM_* settings."""
+def engine_args(settings: LLMSettings, model_path: str | None = None) -> Any:
+    """vLLM AsyncEngineArgs from the LEXIA_LLM_* settings (the weights from `model_path` when given)."""
     from vllm.engine.arg_utils import AsyncEngineArgs
 
     return AsyncEngineArgs(
-        model=settings.model,
+        model=model_path or settings.model,
         served_model_name=[served_name(settings)],
         dtype=settings.dtype,
         max_model_len=settings.max_model_len or None,
@@ -77,8 +78,9 @@ def _build(settings: LLMSettings) -> VLLMEngine:
                 f"LEXIA_LLM_TOOL_PARSER={settings.tool_parser!r} is not a vLLM tool parser; known: {names}"
             ) from None
     template = chat_template(settings.chat_template)
+    path = require("llm", settings.model)  # never a silent download
     started = time.monotonic()
-    llm = AsyncLLM.from_engine_args(engine_args(settings))
+    llm = AsyncLLM.from_engine_args(engine_args(settings, str(path)))
     log.info("vLLM engine for %s ready in %.1f s", settings.model, time.monotonic() - started)
     return VLLMEngine(
         llm,

@@ -27,6 +27,7 @@ import anyio
 
 from lexia.engines.base import Audio, EngineLoadError, ModelInfo, Segment, STTOptions, Transcript, Word, served_id
 from lexia.engines.languages import WHISPER_LANGUAGES
+from lexia.engines.models import STT_AUTO, require
 from lexia.errors import EngineUnavailable
 from lexia.settings import STTSettings
 
@@ -337,10 +338,13 @@ def build(config: WhisperConfig) -> WhisperSTT:
     compute_type = _resolve_compute_type(device, config.compute_type)
     from faster_whisper import WhisperModel
 
+    name = STT_AUTO["gpu" if device == "cuda" else "cpu"] if config.model in ("", "auto") else config.model
+    config = replace(config, model=name)
+    path = require("stt", name)  # never a silent download
     started = time.perf_counter()
     try:
         model = WhisperModel(
-            config.model,
+            str(path),
             device=device,
             device_index=config.device_index,
             compute_type=compute_type,
