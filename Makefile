@@ -8,7 +8,7 @@ comma := ,
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
 .DEFAULT_GOAL := help
-.PHONY: help install models start serve worker migrate create-key test lint bench bench-llm bench-stt bench-jobs bench-diarization reliability env services
+.PHONY: help install models start daemon stop restart status logs serve worker migrate create-key test lint bench bench-llm bench-stt bench-jobs bench-diarization reliability env services
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -29,6 +29,22 @@ env: ## write .env with a generated key pepper if there is none
 
 start: env services ## serve the API and the worker with real engines where they run (PROFILE=auto|gpu|cpu|fake; see bin/profile)
 	@bin/start-profile "$(or $(PROFILE),auto)"
+
+daemon: env services ## like start, in the background under supervisord (restarts what dies; logs under LEXIA_DATA_DIR/logs)
+	@bin/start-profile "$(or $(PROFILE),auto)" --daemon
+
+stop: ## stop the daemon: in-flight requests answered, running jobs finished or handed back, nothing left
+	@bin/lexia-supervise stop
+
+restart: env services ## stop, then install, migrate and start again (`git pull && make restart` loses no job)
+	@bin/lexia-supervise stop
+	@bin/start-profile "$(or $(PROFILE),auto)" --daemon
+
+status: ## the daemon's programs
+	@bin/lexia-supervise status
+
+logs: ## follow the daemon's API and worker logs
+	@bin/lexia-supervise logs
 
 models: ## fetch the configured engines' models that are missing (bin/lexia-models pull|list|verify)
 	@bin/lexia-models pull --missing

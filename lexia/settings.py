@@ -45,6 +45,8 @@ class ServerSettings(msgspec.Struct, frozen=True, kw_only=True):
     # On a stop signal: in-flight requests and running jobs get this long to finish; then sync jobs
     # are stopped (their requests answered 503) and running async jobs handed back to the queue.
     shutdown_grace_seconds: float = 20.0
+    # State kept by the deployment itself: supervisord's logs (logs/) and control socket (run/).
+    data_dir: str = "./data"
 
 
 class DataSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -251,6 +253,7 @@ ENV_FIELDS: dict[str, str] = {
     "LEXIA_METRICS_PER_KEY": "server.metrics_per_key",
     "LEXIA_MAX_JSON_BYTES": "server.max_json_bytes",
     "LEXIA_SHUTDOWN_GRACE_SECONDS": "server.shutdown_grace_seconds",
+    "LEXIA_DATA_DIR": "server.data_dir",
     "LEXIA_DATABASE_URL": "data.database_url",
     "LEXIA_REDIS_URL": "data.redis_url",
     "LEXIA_DB_POOL_SIZE": "data.db_pool_size",

@@ -207,8 +207,13 @@ async def test_closed_engine_is_unavailable(tmp_path: Path) -> None:
 async def test_load_reports_a_missing_pipeline_as_a_load_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     missing = DiarizationSettings(model=str(tmp_path / "no-such-pipeline"), device="cpu")
-    with pytest.raises(EngineLoadError, match="diarization pipeline"):
+    with pytest.raises(EngineLoadError, match=r"LEXIA_DIARIZATION_MODEL=.*no such file or directory"):
         await load(missing)
+    monkeypatch.setenv("LEXIA_MODELS_LOCK", str(tmp_path / "lock.json"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    not_pulled = DiarizationSettings(model="pyannote/speaker-diarization-community-1", device="cpu")
+    with pytest.raises(EngineLoadError, match="fetch it with `bin/lexia-models pull diarization`"):
+        await load(not_pulled)  # never a silent download
 
 
 @pytest.mark.parametrize(("module", "heavy"), [

@@ -145,6 +145,24 @@ async def load_backend(kind: ModelKind, section: Any) -> Any:
     return await module.load(section)
 
 
+def check_memory(settings: EngineSettings, real: dict[ModelKind, bool]) -> None:
+    """On a GPU, refuse a plan of the real engines that cannot fit the card before loading any of
+    them (EngineLoadError naming the setting to change; `bin/lexia-plan` prints the whole table)."""
+    if not any(real.values()) or not gpu_available():
+        return
+    from lexia.engines.plan import detect_card_bytes, load_llm_config, plan_for
+
+    card = detect_card_bytes()
+    if card is None:
+        return
+    sections = {k: msgspec.structs.replace(getattr(settings, k), enabled=real.get(k, False)) for k in SLOTS}
+    counted = msgspec.structs.replace(settings, **sections)
+    llm_config = load_llm_config(settings.llm.model) if real.get("llm") else None
+    plan = plan_for(counted, card, llm_config=llm_config)
+    plan.check()
+    log.info("GPU memory plan fits: %.1f GiB card (bin/lexia-plan prints it)", card / (1 << 30))
+
+
 async def load_engines(settings: EngineSettings, real: dict[ModelKind, bool]) -> Engines:
     """Each enabled engine, real from its configured backend or a fake (closed again if one fails).
     `mode` is `real`, `fake`, or `mixed` (e.g. `mixed (real: stt, diarization)`)."""
@@ -166,6 +184,7 @@ async def load_engines(settings: EngineSettings, real: dict[ModelKind, bool]) ->
 async def open_engines(settings: EngineSettings) -> AsyncIterator[Engines]:
     """Load the engines for the process lifetime and close them on exit."""
     settings, real = choose(settings)
+    check_memory(settings, real)
     engines = await load_engines(settings, real)
     engines.disabled = {kind for kind, enabled in settings.enabled().items() if not enabled}
     try:

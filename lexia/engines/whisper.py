@@ -314,20 +314,39 @@ def _resolve_compute_type(device: str, compute_type: str) -> str:
     return fallback
 
 
-def _preload_cublas12() -> None:
-    """ctranslate2 4.8 links CUDA 12's cuBLAS; make the pip-installed copy loadable (GPU only)."""
-    import ctypes
+CUBLAS12 = ("libcublasLt.so.12", "libcublas.so.12")
+
+
+def cublas12_files() -> list[Path]:
+    """The CUDA 12 cuBLAS libraries of the nvidia-cublas-cu12 wheel (the gpu extra), in load order."""
     import importlib.util
 
     spec = importlib.util.find_spec("nvidia.cublas")
     if spec is None or not spec.submodule_search_locations:
-        return
+        return []
+    found = []
     for base in spec.submodule_search_locations:
-        lib = Path(base) / "lib"
-        for name in ("libcublasLt.so.12", "libcublas.so.12"):
-            if (lib / name).exists():
-                with contextlib.suppress(OSError):
-                    ctypes.CDLL(str(lib / name), mode=ctypes.RTLD_GLOBAL)
+        found += [Path(base) / "lib" / name for name in CUBLAS12 if (Path(base) / "lib" / name).exists()]
+    return found
+
+
+def _preload_cublas12() -> None:
+    """ctranslate2 4.8 dlopens CUDA 12's libcublas.so.12 (torch brings CUDA 13's only): load the
+    pip-installed copy before ctranslate2 needs it, and fail loudly when it cannot be loaded — on a
+    GPU pod a silent fallback to the CPU would be 20x slower."""
+    import ctypes
+
+    for path in cublas12_files():
+        with contextlib.suppress(OSError):
+            ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL)
+    try:
+        ctypes.CDLL("libcublas.so.12", mode=ctypes.RTLD_GLOBAL)
+    except OSError as exc:
+        raise EngineLoadError(
+            "Whisper on the GPU needs CUDA 12's cuBLAS (libcublas.so.12), which cannot be loaded "
+            f"({exc}); install the gpu extra (`make install EXTRAS=dev,gpu`, it brings nvidia-cublas-cu12), "
+            "or set LEXIA_STT_DEVICE=cpu"
+        ) from exc
 
 
 def build(config: WhisperConfig) -> WhisperSTT:

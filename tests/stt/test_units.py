@@ -307,3 +307,44 @@ def test_stt_modules_import_no_heavy_library() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def _fake_cublas(tmp_path, monkeypatch, names):  # type: ignore[no-untyped-def]
+    lib = tmp_path / "site" / "nvidia" / "cublas" / "lib"
+    lib.mkdir(parents=True)
+    for name in names:
+        (lib / name).write_bytes(b"\x7fELF")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    import importlib
+
+    importlib.invalidate_caches()
+    return lib
+
+
+def test_the_cublas12_preload_finds_the_wheels_libraries_in_load_order(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from lexia.engines.whisper import cublas12_files
+
+    lib = _fake_cublas(tmp_path, monkeypatch, ["libcublas.so.12", "libcublasLt.so.12", "libcublas.so.13"])
+    assert cublas12_files() == [lib / "libcublasLt.so.12", lib / "libcublas.so.12"]
+
+
+def test_a_gpu_without_cuda12_cublas_stops_the_start_instead_of_falling_back(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import ctypes
+
+    from lexia.engines import whisper
+    from lexia.engines.base import EngineLoadError
+
+    def refuse(name: str, mode: int = 0) -> None:
+        raise OSError(f"{name}: cannot open shared object file")
+
+    monkeypatch.setattr(ctypes, "CDLL", refuse)
+    with pytest.raises(EngineLoadError, match=r"libcublas.so.12.*gpu extra.*nvidia-cublas-cu12"):
+        whisper._preload_cublas12()
+
+
+@pytest.mark.gpu
+def test_the_gpu_environment_has_the_cuda12_cublas_files_the_preload_loads() -> None:
+    """Run in the gpu extra's environment (bin/gpu-smoke): the wheel's files are where the preload looks."""
+    from lexia.engines.whisper import CUBLAS12, cublas12_files
+
+    assert [p.name for p in cublas12_files()] == list(CUBLAS12)
