@@ -43,14 +43,23 @@ def paths(settings: Settings) -> tuple[Path, Path]:
     return data / "logs", data / "run"
 
 
-def config(settings: Settings) -> str:
-    """supervisord.conf for this deployment."""
+def _log(path: Path, foreground: bool) -> str:
+    """A log file setting: rotating files, or the container's stdout in the foreground."""
+    if foreground:
+        return "/dev/stdout\n{}logfile_maxbytes=0\n"
+    return f"{path}\n{{}}logfile_maxbytes=20MB\n{{}}logfile_backups=5\n"
+
+
+def config(settings: Settings, *, foreground: bool = False) -> str:
+    """supervisord.conf for this deployment (`foreground`: supervisord stays in front, as a
+    container's main process, and every log goes to stdout)."""
     logs, run = paths(settings)
     grace = settings.server.shutdown_grace_seconds
     programs = {"api": api_command(), "worker": worker_command(grace)}
     sections = [
-        f"[supervisord]\nlogfile={logs / 'supervisord.log'}\nlogfile_maxbytes=20MB\nlogfile_backups=5\n"
-        f"pidfile={run / 'supervisord.pid'}\nchildlogdir={logs}\ndirectory={ROOT}\nnodaemon=false\n",
+        "[supervisord]\nlogfile=" + _log(logs / "supervisord.log", foreground).format("", "")
+        + f"pidfile={run / 'supervisord.pid'}\nchildlogdir={logs}\ndirectory={ROOT}\n"
+        f"nodaemon={'true' if foreground else 'false'}\n",
         f"[unix_http_server]\nfile={run / 'supervisor.sock'}\nchmod=0700\n",
         f"[supervisorctl]\nserverurl=unix://{run / 'supervisor.sock'}\n",
         "[rpcinterface:supervisor]\nsupervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n",
@@ -60,7 +69,7 @@ def config(settings: Settings) -> str:
             f"[program:{name}]\ncommand={shlex.join(command)}\ndirectory={ROOT}\nautostart=true\nautorestart=true\n"
             f"startsecs=3\nstartretries=20\nstopsignal=TERM\nstopwaitsecs={int(grace + KILL_MARGIN_SECONDS)}\n"
             "stopasgroup=false\nkillasgroup=true\nredirect_stderr=true\n"
-            f"stdout_logfile={logs / (name + '.log')}\nstdout_logfile_maxbytes=20MB\nstdout_logfile_backups=5\n"
+            "stdout_logfile=" + _log(logs / f"{name}.log", foreground).format("stdout_", "stdout_")
         )
     return "\n".join(sections)
 
@@ -82,8 +91,9 @@ def _pid(settings: Settings) -> int | None:
     return pid
 
 
-def start(settings: Settings) -> int:
-    """Write the configuration and start supervisord in the background (a no-op if it runs)."""
+def start(settings: Settings, *, foreground: bool = False) -> int:
+    """Write the configuration and start supervisord in the background (a no-op if it runs), or
+    in the foreground until it is stopped (a container's main process)."""
     if _pid(settings) is not None:
         print("lexia: already running (make status)")
         return 0
@@ -91,8 +101,10 @@ def start(settings: Settings) -> int:
     logs.mkdir(parents=True, exist_ok=True)
     run.mkdir(parents=True, exist_ok=True)
     conf = _conf(settings)
-    conf.write_text(config(settings))
+    conf.write_text(config(settings, foreground=foreground))
     done = subprocess.run([_bin("supervisord"), "-c", str(conf)], check=False)
+    if foreground:
+        return done.returncode
     if done.returncode == 0:
         print(f"lexia: started under supervisord; logs in {logs} (make logs), stop with make stop")
     return done.returncode
@@ -140,7 +152,7 @@ def logs(settings: Settings) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """python -m lexia.supervise start|stop|restart|status|logs."""
     parser = argparse.ArgumentParser(prog="lexia-supervise", description="Lexia under supervisord.")
-    parser.add_argument("command", choices=["start", "stop", "restart", "status", "logs", "config"])
+    parser.add_argument("command", choices=["start", "foreground", "stop", "restart", "status", "logs", "config"])
     args = parser.parse_args(argv)
     try:
         settings = load_settings(environment_with_dotenv())
@@ -150,6 +162,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "config":
         print(config(settings))
         return 0
+    if args.command == "foreground":
+        return start(settings, foreground=True)
     if args.command == "restart":
         return stop(settings) or start(settings)
     if args.command == "status":
