@@ -139,6 +139,8 @@ class EngineSettings(msgspec.Struct, frozen=True, kw_only=True):
     llm: LLMSettings = LLMSettings()
     stt: STTSettings = STTSettings()
     diarization: DiarizationSettings = DiarizationSettings()
+    # The commits `bin/lexia-models pull` fetched (lexia.engines.models reads it as it starts).
+    models_lock: str = "data/models.lock.json"
     # Fakes only: wall-clock seconds spent per second of audio (0 = as fast as possible), so
     # development and tests can watch progress, cancel and kill workers mid-job.
     fake_delay: float = 0.0
@@ -254,6 +256,7 @@ ENV_FIELDS: dict[str, str] = {
     "LEXIA_MAX_JSON_BYTES": "server.max_json_bytes",
     "LEXIA_SHUTDOWN_GRACE_SECONDS": "server.shutdown_grace_seconds",
     "LEXIA_DATA_DIR": "server.data_dir",
+    "LEXIA_MODELS_LOCK": "engines.models_lock",
     "LEXIA_DATABASE_URL": "data.database_url",
     "LEXIA_REDIS_URL": "data.redis_url",
     "LEXIA_DB_POOL_SIZE": "data.db_pool_size",

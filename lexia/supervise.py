@@ -43,22 +43,15 @@ def paths(settings: Settings) -> tuple[Path, Path]:
     return data / "logs", data / "run"
 
 
-def _log(path: Path, foreground: bool) -> str:
-    """A log file setting: rotating files, or the container's stdout in the foreground."""
-    if foreground:
-        return "/dev/stdout\n{}logfile_maxbytes=0\n"
-    return f"{path}\n{{}}logfile_maxbytes=20MB\n{{}}logfile_backups=5\n"
-
-
 def config(settings: Settings, *, foreground: bool = False) -> str:
     """supervisord.conf for this deployment (`foreground`: supervisord stays in front, as a
-    container's main process, and every log goes to stdout)."""
+    container's main process)."""
     logs, run = paths(settings)
     grace = settings.server.shutdown_grace_seconds
     programs = {"api": api_command(), "worker": worker_command(grace)}
     sections = [
-        "[supervisord]\nlogfile=" + _log(logs / "supervisord.log", foreground).format("", "")
-        + f"pidfile={run / 'supervisord.pid'}\nchildlogdir={logs}\ndirectory={ROOT}\n"
+        f"[supervisord]\nlogfile={logs / 'supervisord.log'}\nlogfile_maxbytes=20MB\nlogfile_backups=5\n"
+        f"pidfile={run / 'supervisord.pid'}\nchildlogdir={logs}\ndirectory={ROOT}\n"
         f"nodaemon={'true' if foreground else 'false'}\n",
         f"[unix_http_server]\nfile={run / 'supervisor.sock'}\nchmod=0700\n",
         f"[supervisorctl]\nserverurl=unix://{run / 'supervisor.sock'}\n",
@@ -69,7 +62,7 @@ def config(settings: Settings, *, foreground: bool = False) -> str:
             f"[program:{name}]\ncommand={shlex.join(command)}\ndirectory={ROOT}\nautostart=true\nautorestart=true\n"
             f"startsecs=3\nstartretries=20\nstopsignal=TERM\nstopwaitsecs={int(grace + KILL_MARGIN_SECONDS)}\n"
             "stopasgroup=false\nkillasgroup=true\nredirect_stderr=true\n"
-            "stdout_logfile=" + _log(logs / f"{name}.log", foreground).format("stdout_", "stdout_")
+            f"stdout_logfile={logs / (name + '.log')}\nstdout_logfile_maxbytes=20MB\nstdout_logfile_backups=5\n"
         )
     return "\n".join(sections)
 
@@ -102,12 +95,29 @@ def start(settings: Settings, *, foreground: bool = False) -> int:
     run.mkdir(parents=True, exist_ok=True)
     conf = _conf(settings)
     conf.write_text(config(settings, foreground=foreground))
-    done = subprocess.run([_bin("supervisord"), "-c", str(conf)], check=False)
     if foreground:
-        return done.returncode
+        return _in_front(conf, logs)
+    done = subprocess.run([_bin("supervisord"), "-c", str(conf)], check=False)
     if done.returncode == 0:
         print(f"lexia: started under supervisord; logs in {logs} (make logs), stop with make stop")
     return done.returncode
+
+
+def _in_front(conf: Path, logs: Path) -> int:
+    """supervisord in the foreground, its programs' logs followed onto this process's stdout (a
+    container's log) as well as kept in the rotating files: a non-root process cannot reopen a
+    stdout it did not create, so supervisord cannot write there itself. SIGTERM reaches supervisord."""
+    files = [logs / f"{name}.log" for name in ("api", "worker")]
+    for path in files:
+        path.touch()
+    follow = subprocess.Popen(["tail", "-n", "0", "-q", "-F", *map(str, files)])
+    server = subprocess.Popen([_bin("supervisord"), "-c", str(conf)])
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, _frame: server.send_signal(signum))
+    try:
+        return server.wait()
+    finally:
+        follow.terminate()
 
 
 def stop(settings: Settings) -> int:

@@ -100,7 +100,7 @@ def needs(settings: EngineSettings, *, gpu: bool) -> list[Need]:
 
 def lock_path() -> Path:
     """LEXIA_MODELS_LOCK, default ./data/models.lock.json."""
-    return Path(os.environ.get("LEXIA_MODELS_LOCK", "data/models.lock.json"))
+    return Path(os.environ.get("LEXIA_MODELS_LOCK") or EngineSettings().models_lock)
 
 
 def read_lock() -> dict[str, str]:
