@@ -204,3 +204,16 @@ async def wait_for(check: Callable[[], Awaitable[Any]], *, timeout: float = 20, 
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s (last value {value!r})")
         await asyncio.sleep(every)
+
+
+async def wait_ready(base: str, *, timeout: float = 60) -> None:
+    """Wait until a server started in another process answers GET /ready with 200."""
+
+    async def ready() -> bool:
+        try:
+            async with httpx.AsyncClient(timeout=2) as client:
+                return (await client.get(f"{base}/ready")).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    await wait_for(ready, timeout=timeout, every=0.2)

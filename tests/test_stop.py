@@ -25,7 +25,7 @@ import httpx
 import pytest
 
 from tests.conftest import BASE_ENV, bearer
-from tests.harness import make_key, services_for, wait_for
+from tests.harness import make_key, services_for, wait_for, wait_ready
 from tests.jobs_support import JOB_ENV, job_settings, sql, wav_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,15 +93,7 @@ async def launch(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
         proc = subprocess.Popen([sys.executable, "-m", "lexia.launcher"], cwd=ROOT, env=env, start_new_session=True)
         launched = Launched(proc, f"http://127.0.0.1:{port}")
         started.append(launched)
-
-        async def ready() -> bool:
-            try:
-                async with httpx.AsyncClient(timeout=2) as client:
-                    return (await client.get(f"{launched.base}/ready")).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        await wait_for(ready, timeout=60, every=0.2)
+        await wait_ready(launched.base)
         return launched
 
     yield start

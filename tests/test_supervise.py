@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from tests.conftest import BASE_ENV, bearer
-from tests.harness import make_key, services_for, wait_for
+from tests.harness import make_key, services_for, wait_for, wait_ready
 from tests.jobs_support import JOB_ENV, job_settings, sql, wav_bytes
 from tests.test_stop import _free_port
 
@@ -59,14 +59,7 @@ class Daemon:
         return found
 
     async def ready(self) -> None:
-        async def answers() -> bool:
-            try:
-                async with httpx.AsyncClient(timeout=2) as client:
-                    return (await client.get(f"{self.base}/ready")).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        await wait_for(answers, timeout=60, every=0.2)
+        await wait_ready(self.base)
 
 
 @pytest.fixture
