@@ -52,8 +52,8 @@ models: ## fetch the configured engines' models that are missing (bin/lexia-mode
 serve: install env ## serve the API only (no worker, no migrations)
 	@$(PY) -m lexia.serve
 
-worker: install env ## run the Dramatiq worker
-	@$(VENV)/bin/dramatiq lexia.worker.actors --processes 1 --threads 4
+worker: install env ## run the Dramatiq worker alone (ARGS='--queues webhooks' for a deliveries-only worker); Ctrl-C stops it cleanly
+	@$(PY) -m lexia.launcher --worker-only $(ARGS)
 
 migrate: install env ## create the database if missing and apply sql/ migrations
 	@bin/migrate

@@ -7,6 +7,7 @@ runs its traps once its foreground child has exited. The children then have the 
 (LEXIA_SHUTDOWN_GRACE_SECONDS; the API answers its in-flight requests, the worker finishes or hands
 back its jobs) plus a margin, after which whatever is left of either session is killed. A worker
 that exits on its own is started again with a growing delay; the API exiting stops everything.
+`--worker-only` (make worker) runs the worker alone under the same rules.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
@@ -27,12 +29,14 @@ KILL_MARGIN_SECONDS = 10.0
 MAX_RESTART_DELAY = 30.0
 
 
-def worker_command(grace: float) -> list[str]:
-    """`dramatiq lexia.worker.actors` with a shutdown timeout beyond the grace period."""
+def worker_command(grace: float, extra: Sequence[str] = ()) -> list[str]:
+    """`dramatiq lexia.worker.actors` with a shutdown timeout beyond the grace period (`extra`:
+    more Dramatiq options, e.g. `--queues webhooks`)."""
     dramatiq = str(Path(sys.executable).with_name("dramatiq"))
     timeout_ms = str(int((grace + KILL_MARGIN_SECONDS / 2) * 1000))
     return [
-        dramatiq, "lexia.worker.actors", "--processes", "1", "--threads", "4", "--worker-shutdown-timeout", timeout_ms
+        dramatiq, "lexia.worker.actors", "--processes", "1", "--threads", "4", "--worker-shutdown-timeout", timeout_ms,
+        *extra,
     ]
 
 
@@ -54,11 +58,12 @@ def _kill_session(proc: subprocess.Popen[bytes]) -> None:
 class Launcher:
     """Starts, watches and stops the two processes."""
 
-    def __init__(self, grace: float) -> None:
+    def __init__(self, grace: float, *, api: bool = True, worker_args: Sequence[str] = ()) -> None:
         self.grace = grace
         self.stopping = False
-        self.api = _spawn(api_command())
-        self.worker = _spawn(worker_command(grace))
+        self.worker_args = tuple(worker_args)
+        self.api = _spawn(api_command()) if api else None
+        self.worker = _spawn(worker_command(grace, self.worker_args))
         self._restart_delay = 1.0
         self._restart_at: float | None = None
 
@@ -73,7 +78,7 @@ class Launcher:
         code = 0
         while not self.stopping:
             time.sleep(POLL_SECONDS)
-            if self.api.poll() is not None:
+            if self.api is not None and self.api.poll() is not None:
                 code = self.api.returncode or 1
                 print(f"lexia: the API exited ({self.api.returncode}); stopping the worker", file=sys.stderr)
                 break
@@ -85,7 +90,7 @@ class Launcher:
         now = time.monotonic()
         if self._restart_at is not None:
             if now >= self._restart_at:
-                self.worker = _spawn(worker_command(self.grace))
+                self.worker = _spawn(worker_command(self.grace, self.worker_args))
                 self._restart_at = None
             return
         if self.worker.poll() is None:
@@ -100,7 +105,8 @@ class Launcher:
 
     def stop(self) -> None:
         """One SIGTERM to each child, the grace period and a margin, then SIGKILL to what is left."""
-        children = [p for p in (self.api, self.worker) if p.poll() is None]
+        started = [p for p in (self.api, self.worker) if p is not None]
+        children = [p for p in started if p.poll() is None]
         for proc in children:
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(signal.SIGTERM)
@@ -108,7 +114,7 @@ class Launcher:
         for proc in children:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-        for proc in (self.api, self.worker):
+        for proc in started:
             if proc.poll() is None:
                 print(f"lexia: process {proc.pid} did not stop in time; killing it", file=sys.stderr)
             _kill_session(proc)
@@ -116,14 +122,16 @@ class Launcher:
                 proc.wait(timeout=5)
 
 
-def main() -> int:
-    """Entry point of bin/start."""
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of bin/start; `--worker-only [DRAMATIQ OPTIONS]` runs the worker alone (make worker)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    worker_only = bool(args) and args[0] == "--worker-only"
     try:
         settings = load_settings(environment_with_dotenv())
     except SettingsError as exc:
         print(f"lexia: {exc}", file=sys.stderr)
         return 2
-    launcher = Launcher(settings.server.shutdown_grace_seconds)
+    launcher = Launcher(settings.server.shutdown_grace_seconds, api=not worker_only, worker_args=args[1:])
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, launcher.request_stop)
     return launcher.run()

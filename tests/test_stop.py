@@ -193,3 +193,28 @@ async def test_a_killed_worker_is_started_again(launch: Callable[..., Any], tmp_
         await wait_for(completed, timeout=30)
     await launched.stop("pid", signal.SIGTERM)
     assert launched.proc.returncode == 0
+
+
+async def test_a_worker_run_alone_stops_on_ctrl_c_without_orphans(tmp_path: Path) -> None:
+    """make worker: Dramatiq signalled through its whole group would get the signal twice (its main
+    process passes it on) and hang; the launcher's --worker-only mode sends it exactly one."""
+    env = {**os.environ, **BASE_ENV, **JOB_ENV, "LEXIA_STORAGE_DIR": str(tmp_path / "s"),
+           "LEXIA_SHUTDOWN_GRACE_SECONDS": str(GRACE), "LEXIA_LOG_LEVEL": "WARNING"}
+    proc = subprocess.Popen([sys.executable, "-m", "lexia.launcher", "--worker-only", "--queues", "webhooks"],
+                            cwd=ROOT, env=env, start_new_session=True)
+    launched = Launched(proc, "")
+    try:
+
+        async def worker_up() -> bool:
+            return len(in_sessions(launched.children())) >= 2  # dramatiq and its worker process
+
+        await wait_for(worker_up, timeout=30, every=0.2)
+        sessions = launched.children()
+        command = next(Path(f"/proc/{pid}/cmdline").read_bytes() for pid in sessions)
+        assert b"--queues\x00webhooks" in command
+        took = await launched.stop("group", signal.SIGINT)
+        assert proc.returncode == 0 and took < STOP_BUDGET, took
+        assert in_sessions(sessions) == []  # no orphan
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
