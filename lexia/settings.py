@@ -160,6 +160,14 @@ class AudioSettings(msgspec.Struct, frozen=True, kw_only=True):
     sync_timeout_seconds: float = 600
     fetch_timeout_seconds: float = 300
     ssrf_allowlist: tuple[str, ...] = ()
+    # Where jobs' retained audio lives: `disk` (under storage_dir) or `s3` (one bucket shared by
+    # every pod; uploads are still spooled under storage_dir first). AWS_* variables or an
+    # instance role give the credentials.
+    storage_backend: Literal["disk", "s3"] = "disk"
+    s3_bucket: str = ""
+    s3_prefix: str = ""
+    s3_endpoint_url: str = ""
+    s3_region: str = ""
 
 
 class JobSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -310,6 +318,11 @@ ENV_FIELDS: dict[str, str] = {
     "LEXIA_DIARIZATION_DEVICE": "engines.diarization.device",
     "LEXIA_MAX_SPEAKERS": "engines.diarization.max_speakers",
     "LEXIA_STORAGE_DIR": "audio.storage_dir",
+    "LEXIA_STORAGE_BACKEND": "audio.storage_backend",
+    "LEXIA_S3_BUCKET": "audio.s3_bucket",
+    "LEXIA_S3_PREFIX": "audio.s3_prefix",
+    "LEXIA_S3_ENDPOINT_URL": "audio.s3_endpoint_url",
+    "LEXIA_S3_REGION": "audio.s3_region",
     "LEXIA_MAX_UPLOAD_BYTES": "audio.max_upload_bytes",
     "LEXIA_MAX_AUDIO_SECONDS": "audio.max_audio_seconds",
     "LEXIA_SYNC_MAX_AUDIO_SECONDS": "audio.sync_max_audio_seconds",
@@ -419,6 +432,8 @@ def _check(settings: Settings, env: Mapping[str, str]) -> None:
             "LEXIA_KEY_PEPPER is not set: run `make start` once (it writes one into .env) "
             "or export a random value of at least 32 bytes"
         )
+    if settings.audio.storage_backend == "s3" and not settings.audio.s3_bucket:
+        raise SettingsError("LEXIA_STORAGE_BACKEND=s3 needs LEXIA_S3_BUCKET")
     if not 0 < settings.engines.llm.gpu_memory_utilization <= 1:
         raise SettingsError("LEXIA_LLM_GPU_MEMORY_UTILIZATION must be in (0, 1]")
     if not 0 <= settings.limits.lease_fraction <= 0.1 or settings.limits.lease_seconds <= 0:

@@ -1,5 +1,7 @@
 """Scale-out on one machine: two API servers and two Dramatiq workers (separate processes, as on
-separate pods) sharing one PostgreSQL, one Redis and one audio store.
+separate pods) sharing one PostgreSQL, one Redis and one audio store — a shared directory, or an
+S3-compatible server (moto) with every process on a local directory of its own, as on machines
+that share nothing else.
 
 Rate limits and idempotency hold across the APIs, every job is processed exactly once, every
 webhook is delivered exactly once, and audio uploaded to one API is transcribed by whichever
@@ -24,24 +26,32 @@ from tests.conftest import BASE_ENV, bearer
 from tests.harness import make_key, services_for, wait_for, wait_ready
 from tests.jobs_support import JOB_ENV, job_settings, receiver, sql, wav_bytes
 from tests.test_stop import _free_port
+from tests.test_storage import S3_ENV, bucket, s3_server  # noqa: F401 (s3_server: a fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def topology(tmp_path: Path) -> Iterator[list[str]]:
+@pytest.fixture(params=["shared-dir", "s3"])
+def topology(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[list[str]]:
     """Base URLs of two APIs; two workers run beside them. Every process is stopped afterwards."""
     env = {**os.environ, **BASE_ENV, **JOB_ENV, "LEXIA_STORAGE_DIR": str(tmp_path / "storage"),
            "LEXIA_SHUTDOWN_GRACE_SECONDS": "2", "LEXIA_LOG_LEVEL": "WARNING", "LEXIA_FAKE_ENGINE_DELAY": "0.05"}
+    if request.param == "s3":
+        endpoint = request.getfixturevalue("s3_server")
+        bucket(endpoint, "topology")
+        env |= {**S3_ENV, "LEXIA_STORAGE_BACKEND": "s3", "LEXIA_S3_BUCKET": "topology",
+                "LEXIA_S3_ENDPOINT_URL": endpoint, "LEXIA_S3_REGION": "us-east-1"}
     dramatiq = str(Path(sys.executable).with_name("dramatiq"))
     procs, bases = [], []
-    for _ in range(2):
+    for i in range(2):
         port = _free_port()
         bases.append(f"http://127.0.0.1:{port}")
-        procs.append(subprocess.Popen([sys.executable, "-m", "lexia.serve"], cwd=ROOT, env={**env, "LEXIA_PORT": str(port)},
-                                      start_new_session=True))
+        own = {"LEXIA_STORAGE_DIR": str(tmp_path / f"local-{i}")} if request.param == "s3" else {}
+        procs.append(subprocess.Popen([sys.executable, "-m", "lexia.serve"], cwd=ROOT,
+                                      env={**env, **own, "LEXIA_PORT": str(port)}, start_new_session=True))
+        own = {"LEXIA_STORAGE_DIR": str(tmp_path / f"worker-{i}")} if request.param == "s3" else {}
         procs.append(subprocess.Popen([dramatiq, "lexia.worker.actors", "--processes", "1", "--threads", "2"],
-                                      cwd=ROOT, env=env, start_new_session=True))
+                                      cwd=ROOT, env={**env, **own}, start_new_session=True))
     try:
         yield bases
     finally:

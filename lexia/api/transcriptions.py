@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from typing import Annotated, Any
+from urllib.parse import quote
 
-import anyio
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.params import Parameter
-from litestar.response import File
+from litestar.response import Stream
 
 from lexia.api.body import FormShape, upload_operation
 from lexia.api.deps import current_caller, current_services
@@ -34,6 +34,7 @@ from lexia.services.jobs.store import JobStore
 from lexia.services.jobs.submission import Submissions
 from lexia.services.jobs.sync import SyncJobs
 from lexia.services.speech import formats
+from lexia.services.speech.intake import AudioIntake
 from lexia.services.speech.transcription import require_stt, transcription_options
 from lexia.services.speech.transcripts import (
     captions,
@@ -121,13 +122,17 @@ class TranscriptionController(Controller):
         return transcript_view(row)
 
     @get("/{transcript_id:str}/audio", media_type="application/octet-stream", responses=documented(404, 410))
-    async def get_audio(self, transcript_id: str, caller: ApiKey, jobs: JobStore) -> File:
-        """The original uploaded bytes while the audio is retained (410 deleted afterwards)."""
+    async def get_audio(self, transcript_id: str, caller: ApiKey, jobs: JobStore, intake: AudioIntake) -> Stream:
+        """The original uploaded bytes while the audio is retained (410 deleted afterwards), streamed
+        from the audio store (disk or S3)."""
         row = await jobs.row(caller.tenant_id, transcript_id, TRANSCRIPTION)
-        if row.audio_path is None or row.deleted_at is not None or not await anyio.Path(row.audio_path).is_file():
+        if row.audio_path is None or row.deleted_at is not None or not await intake.store.exists(row.audio_path):
             raise Gone(f"The audio of transcript {transcript_id} is not retained")
         name = row.audio_filename or f"{transcript_id}.audio"
-        return File(path=row.audio_path, filename=name, media_type="application/octet-stream")
+        return Stream(
+            intake.store.read(row.audio_path), media_type="application/octet-stream",
+            headers={"content-disposition": f"attachment; filename*=UTF-8''{quote(name, safe='')}"},
+        )
 
     @get("/{transcript_id:str}/srt", media_type="text/plain; charset=utf-8", responses=documented(404, 409, 410, 422))
     async def export_srt(

@@ -48,6 +48,7 @@ from lexia.services.speech.intake import AudioIntake
 from lexia.services.webhooks.deliveries import Deliverer, DeliveryLog
 from lexia.services.webhooks.signing import SecretStore
 from lexia.settings import Settings
+from lexia.storage import open_store
 
 Role = Literal["api", "worker"]
 # Redis waits: the API answers requests (and fails open quickly); the worker can wait longer.
@@ -163,14 +164,15 @@ async def build_services(
         metrics = Metrics(per_key=settings.server.metrics_per_key)
         pod = PodMetrics(redis)
         guard = NetGuard(settings.audio.ssrf_allowlist)
-        intake = AudioIntake(settings.audio, guard, transport=http_transport)
+        audio_store = open_store(settings.audio)
+        intake = AudioIntake(settings.audio, guard, store=audio_store, transport=http_transport)
         tenants = TenantService(
             TenantTable(db), audio_hours=settings.retention.audio_hours, result_days=settings.retention.result_days
         )
         lifecycle = Lifecycle(
             job_table, queue, limiter, keys=key_table, usage=usage_table, lease_seconds=settings.jobs.lease_seconds,
             max_attempts=settings.jobs.max_attempts, pod=pod, on_metered=_audio_counter(metrics),
-            clock=clock,
+            audio=audio_store, clock=clock,
         )
         name = process_name(role)
         runner = JobRunner(lifecycle, engines, intake, settings, worker=name)

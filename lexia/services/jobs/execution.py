@@ -132,7 +132,7 @@ class JobRunner:
         max_seconds = self.settings.audio.max_audio_seconds
         if row.audio_path:
             watch.stage = "decoding"
-            return await self.intake.decode(row.audio_path, max_seconds=max_seconds, param="file")
+            return await self.intake.decode_stored(spool, row.audio_path, max_seconds=max_seconds, param="file")
         watch.stage = "fetching"
         stored = await self.intake.fetch(spool, row.audio_url or "")
         watch.fetched = stored.path
@@ -228,9 +228,9 @@ class JobRunner:
         fetched = watch.fetched
         if fetched is None or row.audio_retention_hours <= 0:
             return None
-        target = self.intake.job_path(row.tenant_id, row.id)
+        target = self.intake.job_location(row.tenant_id, row.id)
         await self.intake.keep(spool, fetched, target)
-        return str(target)
+        return target
 
 
 async def _stopped(task: asyncio.Future[None]) -> None:

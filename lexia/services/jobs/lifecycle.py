@@ -17,8 +17,6 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-import anyio
-
 from lexia.clock import SYSTEM_CLOCK, Clock
 from lexia.db.jobs import JobTable
 from lexia.db.keys import KeyTable
@@ -31,6 +29,7 @@ from lexia.services.jobs.kinds import KINDS, JobKind, JobQueue
 from lexia.services.jobs.store import JobStore
 from lexia.services.podmetrics import PodMetrics
 from lexia.services.webhooks.events import DELIVER, new_delivery
+from lexia.storage import BlobStore, DiskStore
 
 log = logging.getLogger("lexia.jobs")
 
@@ -96,9 +95,11 @@ class Lifecycle:
         max_attempts: int,
         pod: PodMetrics | None = None,
         on_metered: Callable[[JobRow, Metered], None] | None = None,
+        audio: BlobStore | None = None,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.table = table
+        self.audio: BlobStore = audio or DiskStore(".")  # locations are absolute paths on disk
         self.store = JobStore(table)
         self.queue = queue
         self.limiter = limiter
@@ -245,15 +246,15 @@ class Lifecycle:
                 log.warning("delivery %s not enqueued (%s); the sweeper will", finished.delivery_id, type(exc).__name__)
         await self.limiter.release_slot(row.key_id, row.id)
         if finished.released_audio is not None:
-            await anyio.to_thread.run_sync(_unlink, finished.released_audio)
+            await self.audio.delete(finished.released_audio)
         if self.on_metered is not None and finished.metered is not None:
             self.on_metered(row, finished.metered)
         if self.pod is not None:  # never raises
             await self.pod.record_job(row)
 
     async def remove_audio(self, job_id: str, path: str) -> None:
-        """Delete a job's audio file, then forget its path."""
-        await anyio.to_thread.run_sync(_unlink, path)
+        """Delete a job's stored audio, then forget its location."""
+        await self.audio.delete(path)
         await self.table.forget_audio(job_id, path)
 
     async def audio_limit(self, key_id: str, default: int) -> int:

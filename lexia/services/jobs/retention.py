@@ -73,20 +73,23 @@ class Retention:
         return PurgeReport(expired, removed, released, orphans)
 
     async def _purge_orphans(self, moment: datetime) -> int:
-        """Files no row references (a crash between a commit and a file operation), once old enough."""
+        """Stored audio no row references, and leftover spooled uploads (a crash between a commit and
+        a file operation), once old enough."""
         if self.storage_dir is None:
             return 0
         cutoff = moment.timestamp() - self.orphan_grace
-        candidates = await anyio.to_thread.run_sync(_stale_files, self.storage_dir, cutoff)
-        if not candidates:
-            return 0
-        ids = [p.name.removesuffix(".audio") for p in candidates if p.suffix == ".audio"]
+        local = await anyio.to_thread.run_sync(_stale_files, self.storage_dir, cutoff)
+        spooled = [p for p in local if p.suffix != ".audio"]
+        stored = await self.lifecycle.audio.stale(cutoff)
+        ids = [Path(location).name.removesuffix(".audio") for location in stored]
         referenced: set[str] = set()
         for start in range(0, len(ids), BATCH):
             referenced |= await self.table.referenced_audio(ids[start : start + BATCH])
-        doomed = [p for p in candidates if p.suffix != ".audio" or str(p) not in referenced]
-        await anyio.to_thread.run_sync(_unlink_all, doomed)
-        return len(doomed)
+        doomed = [location for location in stored if location not in referenced]
+        await anyio.to_thread.run_sync(_unlink_all, spooled)
+        for location in doomed:
+            await self.lifecycle.audio.delete(location)
+        return len(spooled) + len(doomed)
 
     async def _purge_results(self, moment: datetime) -> int:
         count = 0

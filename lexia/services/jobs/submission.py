@@ -17,7 +17,6 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
@@ -166,7 +165,7 @@ class JobSubmission:
         self.created = False
         self.spool = submissions.intake.spool()
         self._lock = KeyLock(submissions.redis, key.tenant_id, idempotency_key, owner) if idempotency_key else None
-        self._moved: Path | None = None
+        self._moved: str | None = None
 
     async def __aenter__(self) -> JobSubmission:
         await self.spool.__aenter__()
@@ -300,10 +299,10 @@ class JobSubmission:
         """Move a kept upload into job storage (it then outlives the spool)."""
         if request.audio is None or not keep:
             return None
-        target = self.s.intake.job_path(self.key.tenant_id, self.job_id)
+        target = self.s.intake.job_location(self.key.tenant_id, self.job_id)
         await self.s.intake.keep(self.spool, request.audio.path, target)
         self._moved = target
-        return str(target)
+        return target
 
     async def _replayed(self, job_id: str) -> Submitted:
         row = await self.s.store.row(self.key.tenant_id, job_id)

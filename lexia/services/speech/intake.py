@@ -8,7 +8,6 @@ SSRF guard, probes and decodes in threads, and moves kept uploads into job stora
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -20,16 +19,23 @@ from lexia.engines.base import Audio
 from lexia.intake import FormData, Spool, StoredAudio, fetch_url, receive_multipart
 from lexia.netguard import NetGuard, ResolveError
 from lexia.settings import AudioSettings
+from lexia.storage import BlobStore, DiskStore
 
 
 class AudioIntake:
     """Receives, fetches, stores and decodes audio under the LEXIA_* audio limits."""
 
     def __init__(
-        self, settings: AudioSettings, guard: NetGuard, *, transport: httpx.AsyncBaseTransport | None = None
+        self,
+        settings: AudioSettings,
+        guard: NetGuard,
+        *,
+        store: BlobStore | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.settings = settings
         self.guard = guard
+        self.store: BlobStore = store or DiskStore(settings.storage_dir)
         self._transport = transport
 
     def spool(self) -> Spool:
@@ -64,25 +70,20 @@ class AudioIntake:
         """16 kHz mono float32 samples (in a thread)."""
         return await decode(path, max_seconds=max_seconds, param=param)
 
-    def job_path(self, tenant_id: str, job_id: str) -> Path:
-        """Where a job's retained audio lives."""
-        return Path(self.settings.storage_dir) / tenant_id / f"{job_id}.audio"
+    def job_location(self, tenant_id: str, job_id: str) -> str:
+        """Where a job's retained audio lives in the store."""
+        return self.store.location(tenant_id, job_id)
 
-    async def keep(self, spool: Spool, source: Path, target: Path) -> None:
-        """Move a spooled file to `target` (it then outlives the spool)."""
-        await anyio.to_thread.run_sync(_move, source, target)
+    async def keep(self, spool: Spool, source: Path, location: str) -> None:
+        """Store a spooled file at `location` (it then outlives the spool)."""
+        await self.store.put(source, location)
         spool.keep(source)
 
-    async def remove(self, path: str | Path) -> None:
-        """Delete a file if it is still there."""
-        await anyio.to_thread.run_sync(_unlink, Path(path))
+    async def remove(self, location: str) -> None:
+        """Delete stored audio if it is still there."""
+        await self.store.delete(location)
 
-
-def _move(source: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(source, target)
-
-
-def _unlink(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
+    async def decode_stored(self, spool: Spool, location: str, *, max_seconds: float, param: str) -> Audio:
+        """Decode a job's stored audio (fetched into the spool first when the store is remote)."""
+        path = await self.store.local(location, spool.new_path(".audio"))
+        return await self.decode(path, max_seconds=max_seconds, param=param)
