@@ -97,7 +97,7 @@ class StubWorker:
         self.worker.stop(timeout=10_000)
         self.broker.close()
 
-    async def drained(self, queue: str = "jobs", *, timeout: float = 15.0) -> None:
+    async def drained(self, queue: str = "transcription", *, timeout: float = 15.0) -> None:
         """Wait until the worker has processed every message sent to `queue` (acknowledged, not merely
         received); raises dramatiq's QueueJoinTimeout if nothing consumes them (a stopped worker)."""
         await asyncio.to_thread(self.broker.join, queue, timeout=int(timeout * 1000))

@@ -138,8 +138,8 @@ async def test_all_jobs_complete_once_when_a_worker_is_killed_mid_job(
     hook = VerifyingReceiver(secret)
     try:
         workers.start("webhooks", threads=2)
-        doomed = workers.start("jobs")
-        survivor = workers.start("jobs")
+        doomed = workers.start("transcription", "diarization")
+        survivor = workers.start("transcription", "diarization")
         audio = wav_bytes(3.0, tmp_path / "clip.wav")
         ids = []
         for i in range(JOBS):
@@ -165,7 +165,7 @@ async def test_all_jobs_complete_once_when_a_worker_is_killed_mid_job(
         job_id, pid = await wait_for(victim, timeout=30)
         os.kill(pid, signal.SIGKILL)
         await asyncio.to_thread(doomed.wait, 15)  # its dramatiq main process stops once the child is gone
-        workers.start("jobs")
+        workers.start("transcription", "diarization")
 
         async def all_completed() -> bool:
             rows = sql("SELECT status, count(*) FROM jobs GROUP BY status")

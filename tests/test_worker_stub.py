@@ -68,7 +68,7 @@ async def test_drained_fails_when_no_worker_consumes_the_queue(tmp_path: Path) -
 
     with stub_worker(job_settings(tmp_path)) as w:
         w.worker.stop(timeout=10_000)
-        await w.queue.enqueue("transcription.run", "tr_01JDX8Q6ZK3M4N5P6Q7R8S9T0V", queue="jobs")
+        await w.queue.enqueue("transcription.run", "tr_01JDX8Q6ZK3M4N5P6Q7R8S9T0V", queue="transcription")
         with pytest.raises(QueueJoinTimeout):
             await w.drained(timeout=0.5)
 
@@ -243,7 +243,7 @@ async def test_queued_job_never_starts_once_cancelled(serve_app: AppFactory, tmp
     assert (await api.client.delete(f"/v1/jobs/{job['id']}", headers=bearer(key))).status_code == 200
     stt = CountingSTT()
     with stub_worker(settings, engines=engines(stt)) as w:
-        await w.queue.enqueue("transcription.run", job["id"], queue="jobs")  # the message arrives after the cancel
+        await w.queue.enqueue("transcription.run", job["id"], queue="transcription")  # the message arrives after the cancel
         await w.drained()  # the actor ran and acknowledged it
     assert stt.calls == 0
     assert sql("SELECT status, attempts, started_at FROM jobs WHERE id = %s", job["id"]) == [("cancelled", 0, None)]
@@ -336,3 +336,11 @@ async def test_job_whose_workers_keep_dying_ends_in_error(serve_app: AppFactory,
     with stub_worker(settings):
         done = await wait_status(api.client, f"/v1/transcriptions/{job['id']}", bearer(key), ("error",), timeout=15)
     assert done["error_code"] == "internal_error" and "2 attempts" in done["error"]
+
+
+def test_each_job_kind_and_webhook_delivery_has_a_queue_of_its_own(tmp_path: Path) -> None:
+    """So a worker pod can specialise: `dramatiq lexia.worker.actors --queues diarization`."""
+    with stub_worker(job_settings(tmp_path)) as w:
+        declared = w.broker.get_declared_queues()
+        assert {"transcription", "diarization", "webhooks"} <= declared
+        assert {actor.queue_name for actor in w.broker.actors.values()} == {"transcription", "diarization", "webhooks"}

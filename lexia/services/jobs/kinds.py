@@ -87,12 +87,12 @@ async def _diarize(
 
 TRANSCRIPTION = JobKind(
     name="transcription", prefix="tr", noun="transcript", path="/v1/transcriptions",
-    actor="transcription.run", queue="jobs", stage="transcribing", failure_code="transcription_failed",
+    actor="transcription.run", queue="transcription", stage="transcribing", failure_code="transcription_failed",
     usage_kind="stt", work=_transcribe, view=transcript_view, summary=transcript_summary,
 )
 DIARIZATION = JobKind(
     name="diarization", prefix="dz", noun="diarization", path="/v1/diarization",
-    actor="diarization.run", queue="jobs", stage="diarizing", failure_code="diarization_failed",
+    actor="diarization.run", queue="diarization", stage="diarizing", failure_code="diarization_failed",
     usage_kind="diarization", work=_diarize, view=diarization_view, summary=diarization_summary,
 )
 KINDS: dict[str, JobKind] = {kind.name: kind for kind in (TRANSCRIPTION, DIARIZATION)}
