@@ -8,10 +8,11 @@ are and who spoke in each window; `resegment` then places turn boundaries on a 0
   clustering for speaker diarization using normalized maximum eigengap", 2019): for several
   pruning levels p, keep each window's p most similar neighbours, symmetrise, and take the
   Laplacian's largest normalised eigengap g_p among the first `max_k`; the level with the smallest
-  p / g_p wins and its eigengap gives the count. Clusters whose centroids stay closer than
-  `merge_threshold` are merged afterwards (this is also how a single speaker is recognised: the
-  eigengap always separates at least two groups). The count's confidence is how much the chosen
-  gap stands out from the next-largest one (1 = unambiguous, 0 = a tie).
+  p / g_p wins and its eigengap gives the count. The eigengap always separates at least two
+  groups, so when it is weak (confidence below WEAK_GAP) the best two-way split is checked first:
+  halves as alike as `merge_threshold` are one voice. Clusters whose centroids stay closer than
+  `merge_threshold` are merged afterwards. The count's confidence is how much the chosen gap
+  stands out from the next-largest one (1 = unambiguous, 0 = a tie).
 - **Re-segmentation** scores every frame against each speaker centroid (a triangular-weighted
   mean of the cosine similarities of the windows that cover it), turns the scores into
   posteriors, and runs a Viterbi pass per speech region with a speaker-change penalty, so turns
@@ -30,6 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 Floats = npt.NDArray[np.float64]
+WEAK_GAP = 0.6  # a count confidence below this is checked for one voice split in several
 Ints = npt.NDArray[np.int64]
 
 
@@ -147,11 +149,25 @@ def cluster(embeddings: npt.ArrayLike, bounds: Bounds, *, merge_threshold: float
             best = (ratio, k, confidence, vectors)
     assert best is not None
     _, k, confidence, vectors = best
+    weak = not bounds.exact and bounds.minimum <= 1 and confidence < WEAK_GAP
+    if weak and _one_voice(x, vectors, merge_threshold, seed):
+        return _finish(x, np.zeros(n, dtype=np.int64), round(max(0.0, confidence), 2))
     k = bounds.exact or k
     labels = kmeans(unit(vectors[:, :k]), k, seed=seed)
     if not bounds.exact:
         labels = merge_close(x, labels, merge_threshold, minimum=max(1, bounds.minimum))
     return _finish(x, labels, 1.0 if bounds.exact else round(max(0.0, min(1.0, confidence)), 2))
+
+
+def _one_voice(x: Floats, vectors: Floats, threshold: float, seed: int) -> bool:
+    """One speaker, not several: the graph's best two-way split leaves halves as alike as one voice's
+    (centroid similarity at or above `threshold`). Asked only when the eigengap is weak: the
+    eigengap always separates at least two groups, and one voice's windows give it no clear gap."""
+    halves = kmeans(unit(vectors[:, :2]), 2, seed=seed)
+    if halves.min() == halves.max():
+        return True
+    centroids = unit(np.array([x[halves == j].mean(0) for j in (0, 1)]))
+    return float(centroids[0] @ centroids[1]) >= threshold
 
 
 def merge_close(x: Floats, labels: Ints, threshold: float, *, minimum: int = 1) -> Ints:

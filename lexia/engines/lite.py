@@ -51,7 +51,7 @@ class LiteConfig:
     max_cluster_windows: int = 1200  # more are subsampled evenly for the spectral step
     join_gap_seconds: float = 0.3  # one speaker's turns closer than this become one
     min_turn_seconds: float = 0.2
-    merge_threshold: float = 0.92
+    merge_threshold: float = 0.90
     # Without a request's bound, the eigengap is searched up to this many speakers: a wider search
     # finds spurious gaps among the near-zero eigenvalues of sparse graphs (12 "speakers" out of 2).
     max_speakers: int = 10
@@ -72,9 +72,8 @@ class Region:
 class LiteDiarizer:
     """Diarizer over Silero VAD + a GE2E encoder + spectral clustering (see the module docstring)."""
 
-    def __init__(self, encoder: Any, vad: Any, config: LiteConfig, *, served: str = SERVED_ID) -> None:
+    def __init__(self, encoder: Any, config: LiteConfig, *, served: str = SERVED_ID) -> None:
         self._encoder: Any = encoder
-        self._vad: Any = vad
         self.config = config
         self.model_ids: Sequence[str] = (served,)
         self._info = ModelInfo(id=served, kind="diarization", created=int(time.time()))
@@ -120,7 +119,7 @@ class LiteDiarizer:
             min_silence_duration_ms=150, speech_pad_ms=30,
         )
         regions = []
-        for span in self._vad(samples, options) if self._vad else get_speech_timestamps(samples, options):
+        for span in get_speech_timestamps(samples, options):
             start, end = span["start"] / SAMPLE_RATE, span["end"] / SAMPLE_RATE
             first, last = int(start / GRID), max(int(start / GRID) + 1, int(np.ceil(end / GRID)))
             regions.append(Region(first, last, start, end))
@@ -208,9 +207,8 @@ class LiteDiarizer:
             raise EngineUnavailable("The diarization engine is not loaded")
 
     async def aclose(self) -> None:
-        """Drop the models."""
+        """Drop the encoder."""
         self._encoder = None
-        self._vad = None
 
 
 def _runs(path: npt.NDArray[np.int64], region: Region, *, skip: int | None = None) -> list[tuple[int, float, float]]:
@@ -264,7 +262,7 @@ def build(settings: DiarizationSettings) -> LiteDiarizer:
     except Exception as exc:
         raise EngineLoadError(f"cannot load the lite diarizer: {exc} (install the cpu-engines set)") from exc
     config = LiteConfig(max_speakers=min(settings.max_speakers, 10) if settings.max_speakers > 0 else 10)
-    return LiteDiarizer(encoder, None, config, served=weights.stem if weights else SERVED_ID)
+    return LiteDiarizer(encoder, config, served=weights.stem if weights else SERVED_ID)
 
 
 async def load(settings: DiarizationSettings) -> LiteDiarizer:

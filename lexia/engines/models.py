@@ -208,7 +208,8 @@ def size(folder: Path) -> int:
 # -- bin/lexia-models -------------------------------------------------------------------------
 
 
-def _gpu() -> bool:
+def gpu_available() -> bool:
+    """True when torch is installed and sees a CUDA device."""
     if importlib.util.find_spec("torch") is None:
         return False
     import torch
@@ -245,7 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"lexia-models: {exc}", file=sys.stderr)
         return 2
-    items = _selected(needs(settings.engines, gpu=_gpu()), args.kinds)
+    items = _selected(needs(settings.engines, gpu=gpu_available()), args.kinds)
     if not items:
         print("no model to fetch: the enabled engines need none (a bundled backend, or LEXIA_LLM_MODEL unset)")
         return 0

@@ -20,6 +20,7 @@ import msgspec
 
 from lexia.engines import models
 from lexia.engines.base import EngineLoadError, Engines, ModelKind
+from lexia.engines.models import gpu_available
 from lexia.settings import EngineSettings
 
 log = logging.getLogger("lexia.engines")
@@ -58,14 +59,6 @@ def backend_for(kind: ModelKind, name: str) -> Backend:
 def installed(backend: Backend) -> bool:
     """True when every package the backend needs can be imported."""
     return all(importlib.util.find_spec(name.split(".")[0]) is not None for name in backend.needs)
-
-
-def gpu_available() -> bool:
-    """True when torch is installed and sees a CUDA device."""
-    if importlib.util.find_spec("torch") is None:
-        return False
-    torch = importlib.import_module("torch")
-    return bool(torch.cuda.is_available())
 
 
 def unavailable(kind: ModelKind, settings: EngineSettings, *, gpu: bool) -> str | None:

@@ -132,3 +132,26 @@ async def test_the_lite_backend_loads_through_the_registry_and_refuses_a_missing
 
     with pytest.raises(EngineLoadError, match="GE2E weights"):
         await load(missing)
+
+
+async def test_one_voice_alone_is_one_speaker(pair: tuple[Path, list[tuple[str, float, float]], Any]) -> None:
+    """The eigengap always separates two groups; one voice's windows must still come out as one speaker."""
+    import numpy as np
+    import soundfile as sf
+
+    from lexia.engines.base import Audio, DiarizeOptions
+    from lexia.engines.lite import load
+
+    path, reference, _ = pair
+    samples, rate = sf.read(str(path), dtype="float32")
+    pause = np.zeros(rate // 4, dtype=np.float32)
+    clip = np.concatenate([np.concatenate([samples[int(a * rate) : int(b * rate)], pause])
+                           for speaker, a, b in reference if speaker == "spk1"])
+    diarizer = await load(DiarizationSettings(backend="lite"))
+    try:
+        found = await diarizer.diarize(Audio(clip, rate), DiarizeOptions())
+        assert found.turns and {t.speaker for t in found.turns} == {"SPEAKER_00"}
+        two = await diarizer.diarize(Audio(samples, rate), DiarizeOptions())  # the conversation itself
+        assert len({t.speaker for t in two.turns}) == 2
+    finally:
+        await diarizer.aclose()

@@ -9,9 +9,7 @@ terminal transition whoever made it (worker, API, sweeper, retention).
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -262,7 +260,3 @@ class Lifecycle:
         own = await self.keys.audio_limit(key_id)
         return default if own is None else own
 
-
-def _unlink(path: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
